@@ -1,0 +1,36 @@
+# One task runner for developers and CI alike. `make test` sets everything up on a fresh machine.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install test test-rust test-python lint fmt bench demo
+
+install:
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e ".[tensorflow,s3,test]"
+
+test: install test-rust test-python
+
+test-rust:
+	cargo test --workspace --exclude pipemode-python
+
+test-python:
+	$(PYTHON) -m pytest
+
+lint: install
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(PYTHON) -m ruff check python tests benches examples
+	$(PYTHON) -m ruff format --check python tests benches examples
+	$(PYTHON) -m mypy.stubtest pipemode._native
+
+fmt:
+	cargo fmt --all
+	$(PYTHON) -m ruff format python tests benches examples
+	$(PYTHON) -m ruff check --fix python tests benches examples
+
+bench: install
+	$(PYTHON) benches/run.py
+
+demo:
+	$(PIP) install --quiet ".[tensorflow]"
+	pipemode demo

@@ -1,0 +1,40 @@
+"""pipemode: SageMaker Pipe Mode on any TensorFlow 2.x, without TensorFlow, and on one machine.
+
+The reader, writer, dense Example decoder and runner import without TensorFlow;
+`pipemode.PipeModeDataset` imports it on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipemode._native import __version__
+from pipemode.errors import (
+    CorruptRecordError,
+    PipeModeDatasetException,
+    PipeModeError,
+    PipeTimeoutError,
+    RecordDecodeError,
+)
+
+if TYPE_CHECKING:
+    from pipemode.tensorflow import PipeModeDataset
+
+__all__ = [
+    "CorruptRecordError",
+    "PipeModeDataset",
+    "PipeModeDatasetException",
+    "PipeModeError",
+    "PipeTimeoutError",
+    "RecordDecodeError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # TensorFlow takes seconds to import and is an optional extra: load it only when asked for.
+    if name == "PipeModeDataset":
+        from pipemode.tensorflow import PipeModeDataset
+
+        return PipeModeDataset
+    raise AttributeError(f"module 'pipemode' has no attribute {name!r}")

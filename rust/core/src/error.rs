@@ -1,0 +1,78 @@
+//! One error type for everything the core reports. Each variant that is about data carries the
+//! stream's name (file path, or channel and path) and a byte offset, because a user with a
+//! corrupt 40 GB channel needs to know where to look.
+
+use std::io;
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused an open, read or write.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A path that never appeared, or a FIFO whose other end never opened, within the timeout.
+    #[error("{path}: timed out after {:.1} s waiting for {what}", waited.as_secs_f64())]
+    Timeout {
+        path: String,
+        what: &'static str,
+        waited: Duration,
+    },
+
+    /// The framing is broken: bad magic, bad CRC, truncated header, payload or multipart
+    /// sequence, or a length no sane record has.
+    #[error("{path}: corrupt {format} stream at byte offset {offset}: {message}")]
+    Corrupt {
+        path: String,
+        format: &'static str,
+        offset: u64,
+        message: String,
+    },
+
+    /// A well-framed record whose content cannot be decoded (for example a tf.train.Example
+    /// that lacks a feature the spec requires).
+    #[error("{path}: record {record} at byte offset {offset}: {message}")]
+    Record {
+        path: String,
+        record: u64,
+        offset: u64,
+        message: String,
+    },
+
+    /// Options that cannot work together, found before any byte is read.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The byte offset in the stream that the error is about, when it is about data.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Error::Corrupt { offset, .. } | Error::Record { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
+
+    /// The file (or channel and file) the error is about.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Error::Io { path, .. }
+            | Error::Timeout { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::Record { path, .. } => Some(path),
+            Error::Config(_) => None,
+        }
+    }
+}
+
+/// A problem with one well-framed record, found by a [`crate::BatchBuilder`]; the reader adds
+/// the stream's name, the record's index and its byte offset to make an [`Error::Record`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);

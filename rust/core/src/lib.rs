@@ -1,0 +1,12 @@
+//! pipemode-core: the data path of pipemode, in plain Rust with no Python in it.
+//!
+//! Bytes come in through [`source`] (a FIFO or a regular file, waited for within a timeout),
+//! are split into records by [`framing`] (RecordIO, TFRecord, TextLine), gathered by a
+//! [`BatchBuilder`] into raw [`batch`]es or decoded [`example`] columns, on a reader thread in
+//! [`reader`] that runs ahead into a bounded queue. [`writer`] writes the same framings.
+
+pub mod batch;
+pub mod error;
+
+pub use batch::BatchBuilder;
+pub use error::{Error, RecordError, Result};

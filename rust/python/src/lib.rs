@@ -1,0 +1,12 @@
+//! `pipemode._native`: the thin PyO3 layer over pipemode-core. It converts types, releases the
+//! GIL around every blocking or CPU-heavy call, and maps core errors to the exceptions of
+//! `pipemode.errors`. The public API lives in the Python package.
+
+use pyo3::prelude::*;
+
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
