@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -50,3 +51,41 @@ def fifo(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     feeder = FifoFeeder(tmp_path)
     yield feeder
     feeder.close()
+
+
+class PipeJob:
+    """A training job's folders as SageMaker lays them out, with FIFOs in `pipe_dir`."""
+
+    def __init__(self, root: Path, feeder: FifoFeeder) -> None:
+        self.pipe_dir = root
+        self.config_dir = root / "config"
+        self.state_dir = root / "state"
+        self.config_dir.mkdir()
+        self.feeder = feeder
+        self.input_data_config: dict[str, dict[str, str]] = {}
+
+    def add_channel(self, name: str, mode: str = "Pipe") -> None:
+        self.input_data_config[name] = {
+            "TrainingInputMode": mode,
+            "S3DistributionType": "FullyReplicated",
+            "RecordWrapperType": "None",
+        }
+        (self.config_dir / "inputdataconfig.json").write_text(json.dumps(self.input_data_config))
+
+    def feed(self, channel: str, epoch: int, data: bytes | Path) -> Path:
+        """Serves `data` as epoch `epoch` of `channel`: the FIFO `<pipe_dir>/<channel>_<epoch>`."""
+        return self.feeder(data, name=f"{channel}_{epoch}")
+
+    def dirs(self) -> dict[str, str]:
+        """The folder keyword arguments of `PipeModeChannel` and `PipeModeDataset`."""
+        return {
+            "state_dir": str(self.state_dir),
+            "pipe_dir": str(self.pipe_dir),
+            "config_dir": str(self.config_dir),
+        }
+
+
+@pytest.fixture
+def pipe_job(tmp_path: Path, fifo: FifoFeeder) -> PipeJob:
+    """A job folder in `tmp_path`: `add_channel(name)`, then `feed(channel, epoch, data)`."""
+    return PipeJob(tmp_path, fifo)

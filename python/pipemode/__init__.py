@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipemode._native import __version__
+from pipemode.channel import PipeModeChannel
 from pipemode.errors import (
     CorruptRecordError,
     PipeModeDatasetException,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CorruptRecordError",
+    "PipeModeChannel",
     "PipeModeDataset",
     "PipeModeDatasetException",
     "PipeModeError",

@@ -1,0 +1,253 @@
+"""A SageMaker Pipe Mode channel: the job's input config checks and the shared epoch counter.
+
+Framework-free: `PipeModeDataset` builds on it, and numpy or PyTorch users can iterate epochs
+with it directly::
+
+    channel = PipeModeChannel("train")
+    for epoch in range(3):
+        for record in channel.next_epoch():
+            ...
+
+SageMaker serves epoch N of channel `c` as the FIFO `<pipe_dir>/c_N`. Which N comes next is kept
+where `sagemaker_tensorflow` kept it, in `<state_dir>/.c-pipe_mode-state` (ASCII decimal, no
+newline) under an `flock` on `<state_dir>/.c-pipe_mode-lock`, so every reader of the channel, in
+this process or another, and an old `sagemaker_tensorflow` reader alike, reads the next epoch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Union
+
+from pipemode.errors import PipeModeDatasetException
+
+if TYPE_CHECKING:
+    from pipemode.reader import RecordBatch, RecordReader
+
+__all__ = [
+    "DEFAULT_OPEN_TIMEOUT",
+    "RECORD_FORMATS",
+    "ChannelEpoch",
+    "Epoch",
+    "PipeModeChannel",
+    "default_config_dir",
+    "default_pipe_dir",
+    "default_state_dir",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+RECORD_FORMATS = ("RecordIO", "TFRecord", "TextLine")
+
+# How long a reader waits for its epoch's FIFO to appear and for SageMaker to open its end.
+# The incumbent meant 120 s (and really waited about two hours); a bounded wait is the point.
+DEFAULT_OPEN_TIMEOUT = 120.0
+
+
+def _sagemaker_base_dir() -> Path:
+    # The training toolkit lets SAGEMAKER_BASE_DIR stand in for /opt/ml; a local runner uses it.
+    return Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
+
+
+def default_state_dir() -> Path:
+    """`/opt/ml/pipe_state`, under `SAGEMAKER_BASE_DIR` when that is set."""
+    return _sagemaker_base_dir() / "pipe_state"
+
+
+def default_pipe_dir() -> Path:
+    """`/opt/ml/input/data`: `$SM_INPUT_DIR/data`, else under `SAGEMAKER_BASE_DIR`."""
+    input_dir = os.environ.get("SM_INPUT_DIR")
+    return Path(input_dir) / "data" if input_dir else _sagemaker_base_dir() / "input" / "data"
+
+
+def default_config_dir() -> Path:
+    """`/opt/ml/input/config`: `$SM_INPUT_CONFIG_DIR`, else under `SAGEMAKER_BASE_DIR`."""
+    config_dir = os.environ.get("SM_INPUT_CONFIG_DIR")
+    return Path(config_dir) if config_dir else _sagemaker_base_dir() / "input" / "config"
+
+
+class Epoch(NamedTuple):
+    """An epoch claimed from a channel: its index and the FIFO that serves it."""
+
+    index: int
+    path: Path
+
+
+class PipeModeChannel:
+    """One Pipe Mode input channel of a training job.
+
+    Construction makes the checks `sagemaker_tensorflow.PipeModeDataset` made, in its order,
+    with its messages and exception types: it creates `state_dir`, reads
+    `<config_dir>/inputdataconfig.json` (`FileNotFoundError` when absent), then raises
+    `PipeModeDatasetException` for a channel the job does not have, a channel not in Pipe mode,
+    `max_corrupted_records_to_skip` with a format other than TFRecord, and an unknown
+    `record_format`. It then writes the epoch counter as 0 if no reader has yet.
+
+    `None` for a folder means the SageMaker default (see `default_state_dir` and friends).
+    `open_timeout` bounds the wait, in seconds, for an epoch's FIFO and its writer.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        record_format: str = "RecordIO",
+        state_dir: PathLike | None = None,
+        pipe_dir: PathLike | None = None,
+        config_dir: PathLike | None = None,
+        max_corrupted_records_to_skip: int = 0,
+        *,
+        open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    ) -> None:
+        self.channel = channel
+        self.record_format = record_format
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        self.pipe_dir = Path(pipe_dir) if pipe_dir is not None else default_pipe_dir()
+        self.config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
+        self.max_corrupted_records_to_skip = max_corrupted_records_to_skip
+        self.open_timeout = open_timeout
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.input_data_config = _read_input_data_config(self.config_dir)
+        _check_pipe_channel(self.input_data_config, channel)
+        if max_corrupted_records_to_skip > 0 and record_format != "TFRecord":
+            raise PipeModeDatasetException(
+                "max_corrupted_records_to_skip can only be set for record_format='TFRecord'"
+            )
+        if record_format not in RECORD_FORMATS:
+            expected = ", ".join(RECORD_FORMATS)
+            raise PipeModeDatasetException(
+                f"Invalid record format: {record_format} (expected one of {expected})"
+            )
+        self._start_counter()
+
+    @property
+    def state_file(self) -> Path:
+        """`<state_dir>/.<channel>-pipe_mode-state`: the index of the next epoch to read."""
+        return self.state_dir / f".{self.channel}-pipe_mode-state"
+
+    @property
+    def lock_file(self) -> Path:
+        """`<state_dir>/.<channel>-pipe_mode-lock`: the `flock` guarding the state file."""
+        return self.state_dir / f".{self.channel}-pipe_mode-lock"
+
+    def fifo_path(self, index: int) -> Path:
+        """`<pipe_dir>/<channel>_<index>`: the FIFO that serves epoch `index`."""
+        return self.pipe_dir / f"{self.channel}_{index}"
+
+    def peek_next_epoch(self) -> int:
+        """The index the next claim will return, without claiming it."""
+        with self._locked():
+            return self._read_counter()
+
+    def claim_next_epoch(self) -> Epoch:
+        """Takes the next epoch for this reader alone and moves the shared counter past it."""
+        with self._locked():
+            index = self._read_counter()
+            self._write_counter(index + 1)
+        return Epoch(index, self.fifo_path(index))
+
+    def next_epoch(self, batch_size: int = 1024) -> ChannelEpoch:
+        """The next epoch's records, claimed only when first read (see `ChannelEpoch`)."""
+        return ChannelEpoch(self, batch_size)
+
+    def open_reader(self, epoch: Epoch) -> RecordReader:
+        """A `RecordReader` over a claimed epoch's FIFO, with this channel's options."""
+        from pipemode.reader import RecordReader
+
+        return RecordReader(
+            epoch.path,
+            self.record_format,
+            max_corrupted_records_to_skip=self.max_corrupted_records_to_skip,
+            open_timeout=self.open_timeout,
+            name=self.describe(epoch),
+        )
+
+    def describe(self, epoch: Epoch) -> str:
+        """How errors name an epoch: the channel, the epoch and its FIFO."""
+        return f"channel {self.channel!r} epoch {epoch.index} ({epoch.path})"
+
+    def __repr__(self) -> str:
+        return (
+            f"PipeModeChannel({self.channel!r}, record_format={self.record_format!r}, "
+            f"pipe_dir='{self.pipe_dir}', state_dir='{self.state_dir}')"
+        )
+
+    def _start_counter(self) -> None:
+        # Never reset: a re-created reader continues with the next epoch, as SageMaker expects.
+        with self._locked():
+            if not self.state_file.exists():
+                self._write_counter(0)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def _read_counter(self) -> int:
+        text = self.state_file.read_text(encoding="ascii")
+        try:
+            return int(text)
+        except ValueError:
+            raise PipeModeDatasetException(
+                f"Channel {self.channel} state file {self.state_file} holds {text[:40]!r}, "
+                "not an epoch index"
+            ) from None
+
+    def _write_counter(self, index: int) -> None:
+        # In place under the lock, so readers that only flock (like the incumbent) see it whole.
+        with open(self.state_file, "w", encoding="ascii") as state:
+            state.write(str(index))
+
+
+class ChannelEpoch:
+    """One epoch of a channel that claims its FIFO only when first read.
+
+    Iterating yields each record as `bytes`; `batches()` yields `RecordBatch`es. Creating one and
+    never reading it consumes no epoch. Once claimed, `epoch` names the index and FIFO. An epoch
+    is read once: SageMaker does not serve a FIFO twice.
+    """
+
+    def __init__(self, channel: PipeModeChannel, batch_size: int = 1024) -> None:
+        self.channel = channel
+        self.batch_size = batch_size
+        self.epoch: Epoch | None = None
+
+    def batches(self) -> Iterator[RecordBatch]:
+        if self.epoch is not None:
+            raise PipeModeDatasetException(
+                f"{self.channel.describe(self.epoch)} was already read; "
+                "ask the channel for the next epoch"
+            )
+        self.epoch = self.channel.claim_next_epoch()
+        reader = self.channel.open_reader(self.epoch)
+        try:
+            yield from reader.batches(self.batch_size)
+        finally:
+            reader.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for batch in self.batches():
+            yield from batch.to_list()
+
+
+def _read_input_data_config(config_dir: Path) -> dict[str, dict[str, str]]:
+    with open(config_dir / "inputdataconfig.json", encoding="utf-8") as config:
+        return json.load(config)
+
+
+def _check_pipe_channel(input_data_config: dict[str, dict[str, str]], channel: str) -> None:
+    if channel not in input_data_config:
+        raise PipeModeDatasetException(
+            f"Channel {channel} not found in Training Job InputDataConfig"
+        )
+    if input_data_config[channel].get("TrainingInputMode", "").lower() != "pipe":
+        raise PipeModeDatasetException(f"Channel {channel} is not a PipeMode channel")
