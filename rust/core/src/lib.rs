@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod example;
 
 pub use batch::BatchBuilder;
 pub use error::{Error, RecordError, Result};

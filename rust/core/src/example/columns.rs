@@ -1,0 +1,578 @@
+//! Dense columns and the builder that decodes Examples into them, one row per record.
+//!
+//! Numeric columns live in 64-byte aligned buffers: TensorFlow adopts a numpy array without a
+//! copy only when its data is 64-byte aligned, and numpy's own allocator promises 16.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
+use super::wire::{self, BadList, FeatureList};
+use crate::batch::BatchBuilder;
+use crate::error::RecordError;
+
+/// The alignment of every numeric column.
+pub const ALIGN: usize = 64;
+
+/// A growable, zero-initialised byte buffer whose start is [`ALIGN`]-byte aligned.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    capacity: usize,
+}
+
+// SAFETY: AlignedBuf owns its allocation outright, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    pub fn with_capacity(capacity: usize) -> Self {
+        // Never a zero-sized allocation, so even an empty column has an aligned, real address.
+        let capacity = capacity.max(ALIGN);
+        let layout = Self::layout(capacity);
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        Self {
+            ptr,
+            len: 0,
+            capacity,
+        }
+    }
+
+    fn layout(capacity: usize) -> Layout {
+        Layout::from_size_align(capacity, ALIGN).expect("column buffer size overflows isize")
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes are allocated and initialised (zeroed at allocation).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Sets the length, growing the allocation (doubling) when needed. Bytes past the old length
+    /// are zero or left over from earlier writes; callers overwrite them.
+    pub fn set_len(&mut self, len: usize) {
+        if len > self.capacity {
+            self.grow(len.max(self.capacity.saturating_mul(2)));
+        }
+        self.len = len;
+    }
+
+    fn grow(&mut self, capacity: usize) {
+        let old = Self::layout(self.capacity);
+        // SAFETY: `ptr` was allocated with `old`; the new size is non-zero and valid for ALIGN.
+        let ptr = unsafe { alloc::realloc(self.ptr.as_ptr(), old, capacity) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(old));
+        // SAFETY: the bytes from the old capacity to the new one are allocated and ours.
+        unsafe {
+            ptr.as_ptr()
+                .add(self.capacity)
+                .write_bytes(0, capacity - self.capacity)
+        };
+        self.ptr = ptr;
+        self.capacity = capacity;
+    }
+
+    /// The bytes `range` of the buffer, which must lie within its length.
+    pub fn slice_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
+        assert!(start + len <= self.len, "write past the end of a column");
+        // SAFETY: checked just above; the bytes are initialised.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `with_capacity`/`grow` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
+/// One decoded column of a block.
+#[derive(Debug)]
+pub enum Column {
+    /// Native-endian numbers, row after row; `row_shape` is the shape of one row's values
+    /// (the feature's shape, plus the item count for `decode_raw`).
+    Numeric {
+        data: AlignedBuf,
+        row_shape: Vec<usize>,
+    },
+    /// Byte strings, row-major: string `i` is `data[ends[i - 1]..ends[i]]` (from 0 for `i = 0`).
+    Bytes { data: Vec<u8>, ends: Vec<usize> },
+}
+
+/// Decoded records: one [`Column`] per feature of the spec, in the spec's order.
+#[derive(Debug)]
+pub struct DenseBlock {
+    pub rows: usize,
+    pub columns: Vec<Column>,
+}
+
+/// Decodes tf.train.Example records into a [`DenseBlock`] of `rows_per_block` rows, as
+/// `tf.io.parse_example` (and `tf.io.decode_raw`) would. Per record it allocates nothing: values
+/// are copied from the record straight into their column.
+pub struct DenseBlockBuilder {
+    spec: Arc<ExampleSpec>,
+    rows_per_block: usize,
+    rows: usize,
+    columns: Vec<ColumnBuilder>,
+    /// Per feature, where in the current record its last non-empty `Feature` lies.
+    found: Vec<Option<(usize, usize)>>,
+}
+
+impl DenseBlockBuilder {
+    pub fn new(spec: Arc<ExampleSpec>, rows_per_block: usize) -> Self {
+        let rows_per_block = rows_per_block.max(1);
+        let columns = Self::empty_columns(&spec, rows_per_block);
+        let found = vec![None; spec.features().len()];
+        Self {
+            spec,
+            rows_per_block,
+            rows: 0,
+            columns,
+            found,
+        }
+    }
+
+    fn empty_columns(spec: &ExampleSpec, rows: usize) -> Vec<ColumnBuilder> {
+        spec.features()
+            .iter()
+            .map(|feature| ColumnBuilder::new(feature, rows))
+            .collect()
+    }
+
+    pub fn spec(&self) -> &ExampleSpec {
+        &self.spec
+    }
+
+    fn locate_features(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        self.found.fill(None);
+        let (spec, found) = (&self.spec, &mut self.found);
+        let base = record.as_ptr() as usize;
+        wire::for_each_entry(record, |name, feature| {
+            // TF: the last occurrence of a name wins, and an empty Feature does not count.
+            if feature.is_empty() {
+                return;
+            }
+            if let Some(i) = spec.position(name) {
+                found[i] = Some((feature.as_ptr() as usize - base, feature.len()));
+            }
+        })
+        .map_err(|e| RecordError(format!("not a valid tf.train.Example: {e}")))
+    }
+}
+
+impl BatchBuilder for DenseBlockBuilder {
+    type Batch = DenseBlock;
+
+    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        self.locate_features(record)?;
+        let row = self.rows;
+        for (i, feature) in self.spec.features().iter().enumerate() {
+            let value = self.found[i].map(|(start, len)| &record[start..start + len]);
+            if let Err(error) = self.columns[i].write_row(feature, row, value) {
+                for (column, feature) in self.columns.iter_mut().zip(self.spec.features()) {
+                    column.truncate(row, feature);
+                }
+                return Err(error);
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows >= self.rows_per_block
+    }
+
+    fn take(&mut self) -> DenseBlock {
+        let fresh = Self::empty_columns(&self.spec, self.rows_per_block);
+        let built = std::mem::replace(&mut self.columns, fresh);
+        let rows = std::mem::take(&mut self.rows);
+        DenseBlock {
+            rows,
+            columns: built
+                .into_iter()
+                .zip(self.spec.features())
+                .map(|(column, feature)| column.finish(feature))
+                .collect(),
+        }
+    }
+}
+
+/// A column being filled, with what it needs to fill a row fast.
+enum ColumnBuilder {
+    Numeric {
+        data: AlignedBuf,
+        row_bytes: usize,
+        /// The default row, already in column bytes.
+        default: Option<Vec<u8>>,
+    },
+    Bytes {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+        per_row: usize,
+    },
+    Raw {
+        data: AlignedBuf,
+        /// Bytes per string, fixed by the block's first string (TF: per decode_raw call).
+        width: Option<usize>,
+        rows_hint: usize,
+    },
+}
+
+impl ColumnBuilder {
+    fn new(feature: &FeatureSpec, rows: usize) -> Self {
+        let values = feature.values_per_record();
+        match feature.kind {
+            FeatureKind::Int64 | FeatureKind::Float32 => {
+                let item = if feature.kind == FeatureKind::Int64 {
+                    8
+                } else {
+                    4
+                };
+                ColumnBuilder::Numeric {
+                    data: AlignedBuf::with_capacity(rows * values * item),
+                    row_bytes: values * item,
+                    default: feature.default.as_ref().map(default_bytes),
+                }
+            }
+            FeatureKind::Bytes => ColumnBuilder::Bytes {
+                data: Vec::new(),
+                ends: Vec::with_capacity(rows * values),
+                per_row: values,
+            },
+            FeatureKind::Raw { .. } => ColumnBuilder::Raw {
+                data: AlignedBuf::with_capacity(0),
+                width: None,
+                rows_hint: rows,
+            },
+        }
+    }
+
+    /// Drops whatever a failed record wrote past the first `rows` rows.
+    fn truncate(&mut self, rows: usize, feature: &FeatureSpec) {
+        match self {
+            ColumnBuilder::Numeric {
+                data, row_bytes, ..
+            } => data.set_len(rows * *row_bytes),
+            ColumnBuilder::Bytes {
+                data,
+                ends,
+                per_row,
+            } => {
+                ends.truncate(rows * *per_row);
+                data.truncate(ends.last().copied().unwrap_or(0));
+            }
+            ColumnBuilder::Raw { data, width, .. } => {
+                if rows == 0 {
+                    *width = None;
+                }
+                let row_bytes = feature.values_per_record() * width.unwrap_or(0);
+                data.set_len(rows * row_bytes);
+            }
+        }
+    }
+
+    fn write_row(
+        &mut self,
+        feature: &FeatureSpec,
+        row: usize,
+        value: Option<&[u8]>,
+    ) -> Result<(), RecordError> {
+        let list = match value {
+            None => FeatureList::Absent,
+            Some(bytes) => FeatureList::parse(bytes).map_err(|e| {
+                record_error(
+                    feature,
+                    format!(
+                        "its Feature holds no known value list (first byte 0x{:02x})",
+                        e.0
+                    ),
+                )
+            })?,
+        };
+        match (self, feature.kind) {
+            (
+                ColumnBuilder::Numeric {
+                    data,
+                    row_bytes,
+                    default,
+                },
+                kind,
+            ) => {
+                data.set_len((row + 1) * *row_bytes);
+                let out = data.slice_mut(row * *row_bytes, *row_bytes);
+                match (list, kind) {
+                    (FeatureList::Absent, _) => match default {
+                        Some(default) => out.copy_from_slice(default),
+                        None => return Err(missing(feature)),
+                    },
+                    (FeatureList::Int64(body), FeatureKind::Int64) => {
+                        write_int64s(feature, body, out)?;
+                    }
+                    (FeatureList::Float(body), FeatureKind::Float32) => {
+                        write_floats(feature, body, out)?;
+                    }
+                    (other, _) => return Err(wrong_kind(feature, other)),
+                }
+                Ok(())
+            }
+            (ColumnBuilder::Bytes { data, ends, .. }, _) => {
+                let result = match list {
+                    FeatureList::Absent => match &feature.default {
+                        Some(DefaultValue::Bytes(values)) => push_strings(
+                            feature,
+                            values.iter().map(|v| Ok(v.as_slice())),
+                            data,
+                            ends,
+                        ),
+                        _ => Err(missing(feature)),
+                    },
+                    FeatureList::Bytes(body) => match wire::parse_bytes(body) {
+                        Ok(values) => push_strings(feature, values, data, ends),
+                        Err(BadList) => Err(unparsable(feature)),
+                    },
+                    other => Err(wrong_kind(feature, other)),
+                };
+                result
+            }
+            (
+                ColumnBuilder::Raw {
+                    data,
+                    width,
+                    rows_hint,
+                },
+                FeatureKind::Raw { item_size },
+            ) => {
+                let mut raw = RawRow {
+                    feature,
+                    item_size,
+                    data,
+                    width,
+                    rows_hint: *rows_hint,
+                    row,
+                };
+                match list {
+                    FeatureList::Absent => match &feature.default {
+                        Some(DefaultValue::Bytes(values)) => {
+                            raw.write(values.iter().map(|v| Ok(v.as_slice())))
+                        }
+                        _ => Err(missing(feature)),
+                    },
+                    FeatureList::Bytes(body) => match wire::parse_bytes(body) {
+                        Ok(values) => raw.write(values),
+                        Err(BadList) => Err(unparsable(feature)),
+                    },
+                    other => Err(wrong_kind(feature, other)),
+                }
+            }
+            (ColumnBuilder::Raw { .. }, _) => unreachable!("a raw column for a non-raw feature"),
+        }
+    }
+
+    fn finish(self, feature: &FeatureSpec) -> Column {
+        match self {
+            ColumnBuilder::Numeric { data, .. } => Column::Numeric {
+                data,
+                row_shape: feature.shape.clone(),
+            },
+            ColumnBuilder::Bytes { data, ends, .. } => Column::Bytes { data, ends },
+            ColumnBuilder::Raw { data, width, .. } => {
+                let FeatureKind::Raw { item_size } = feature.kind else {
+                    unreachable!("a raw column for a non-raw feature")
+                };
+                let mut row_shape = feature.shape.clone();
+                row_shape.push(width.unwrap_or(0) / item_size);
+                Column::Numeric { data, row_shape }
+            }
+        }
+    }
+}
+
+fn write_int64s(feature: &FeatureSpec, body: &[u8], out: &mut [u8]) -> Result<(), RecordError> {
+    let values = wire::parse_int64s(body).map_err(|BadList| unparsable(feature))?;
+    let mut slots = out.chunks_exact_mut(8);
+    let mut found = 0;
+    for value in values {
+        let value = value.map_err(|BadList| unparsable(feature))?;
+        if let Some(slot) = slots.next() {
+            slot.copy_from_slice(&value.to_ne_bytes());
+        }
+        found += 1;
+    }
+    check_count(feature, found)
+}
+
+fn write_floats(feature: &FeatureSpec, body: &[u8], out: &mut [u8]) -> Result<(), RecordError> {
+    let values = wire::parse_floats(body).map_err(|BadList| unparsable(feature))?;
+    check_count(feature, values.len())?;
+    values.copy_to(out);
+    Ok(())
+}
+
+fn push_strings<'v>(
+    feature: &FeatureSpec,
+    values: impl Iterator<Item = Result<&'v [u8], BadList>>,
+    data: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> Result<(), RecordError> {
+    let start = ends.len();
+    for value in values {
+        data.extend_from_slice(value.map_err(|BadList| unparsable(feature))?);
+        ends.push(data.len());
+    }
+    check_count(feature, ends.len() - start)
+}
+
+/// One row of a `decode_raw` column being written.
+struct RawRow<'c> {
+    feature: &'c FeatureSpec,
+    item_size: usize,
+    data: &'c mut AlignedBuf,
+    width: &'c mut Option<usize>,
+    rows_hint: usize,
+    row: usize,
+}
+
+impl RawRow<'_> {
+    fn write<'v>(
+        &mut self,
+        values: impl Iterator<Item = Result<&'v [u8], BadList>>,
+    ) -> Result<(), RecordError> {
+        let n = self.feature.values_per_record();
+        let mut found = 0;
+        for value in values {
+            let value = value.map_err(|BadList| unparsable(self.feature))?;
+            let width = self.width_for(value.len())?;
+            if found < n {
+                let start = (self.row * n + found) * width;
+                self.data.set_len(self.data.len().max(start + width));
+                let out = self.data.slice_mut(start, width);
+                match self.item_size {
+                    2 => wire::copy_le_words::<2>(value, out),
+                    4 => wire::copy_le_words::<4>(value, out),
+                    8 => wire::copy_le_words::<8>(value, out),
+                    _ => wire::copy_le_words::<1>(value, out),
+                }
+            }
+            found += 1;
+        }
+        check_count(self.feature, found)
+    }
+
+    /// Checks a string's length against the block's width, fixing the width on the first one.
+    fn width_for(&mut self, len: usize) -> Result<usize, RecordError> {
+        match *self.width {
+            Some(width) if width == len => Ok(width),
+            Some(width) => Err(record_error(
+                self.feature,
+                format!(
+                    "decode_raw needs strings of one size, expected {width} bytes as in the \
+                     first record of this batch, found {len}"
+                ),
+            )),
+            None if len % self.item_size != 0 => Err(record_error(
+                self.feature,
+                format!(
+                    "decode_raw needs a whole number of {}-byte items, found a string of {len} \
+                     bytes",
+                    self.item_size
+                ),
+            )),
+            None => {
+                *self.width = Some(len);
+                let capacity = self.rows_hint * self.feature.values_per_record() * len;
+                if capacity > self.data.len() {
+                    let mut data = AlignedBuf::with_capacity(capacity);
+                    data.set_len(self.data.len());
+                    *self.data = data;
+                }
+                Ok(len)
+            }
+        }
+    }
+}
+
+fn default_bytes(default: &DefaultValue) -> Vec<u8> {
+    match default {
+        DefaultValue::Int64(values) => values.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+        DefaultValue::Float32(values) => values.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+        DefaultValue::Bytes(_) => Vec::new(),
+    }
+}
+
+fn check_count(feature: &FeatureSpec, found: usize) -> Result<(), RecordError> {
+    let expected = feature.values_per_record();
+    if found == expected {
+        return Ok(());
+    }
+    Err(record_error(
+        feature,
+        format!(
+            "expected {expected} {} values for shape {:?}, found {found}",
+            feature.kind.tf_name(),
+            feature.shape
+        ),
+    ))
+}
+
+fn missing(feature: &FeatureSpec) -> RecordError {
+    record_error(
+        feature,
+        "is required but missing, and the spec gives no default_value".to_string(),
+    )
+}
+
+fn wrong_kind(feature: &FeatureSpec, found: FeatureList<'_>) -> RecordError {
+    let expected = match feature.kind {
+        FeatureKind::Int64 => "an int64_list",
+        FeatureKind::Float32 => "a float_list",
+        FeatureKind::Bytes | FeatureKind::Raw { .. } => "a bytes_list",
+    };
+    record_error(
+        feature,
+        format!("expected {expected}, found {}", found.kind_name()),
+    )
+}
+
+fn unparsable(feature: &FeatureSpec) -> RecordError {
+    let list = match feature.kind {
+        FeatureKind::Int64 => "int64_list",
+        FeatureKind::Float32 => "float_list",
+        FeatureKind::Bytes | FeatureKind::Raw { .. } => "bytes_list",
+    };
+    record_error(feature, format!("its {list} does not parse"))
+}
+
+fn record_error(feature: &FeatureSpec, problem: String) -> RecordError {
+    RecordError(format!(
+        "feature '{}' ({}) {problem}",
+        feature.name,
+        feature.kind.tf_name()
+    ))
+}

@@ -1,0 +1,46 @@
+//! tf.train.Example records decoded into dense, 64-byte aligned columns, with the semantics of
+//! `tf.io.parse_example` for `tf.io.FixedLenFeature` (plus `tf.io.decode_raw` of string
+//! features): one row per record, every value copied once, from the record into its column.
+//!
+//! - [`wire`]: the protobuf wire format, read by hand (why: see there).
+//! - [`spec`]: which features to decode, with their shapes and defaults.
+//! - [`columns`]: the aligned column buffers and [`DenseBlockBuilder`], the
+//!   [`crate::BatchBuilder`] the reader thread decodes with.
+
+pub mod columns;
+pub mod spec;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+pub use columns::{AlignedBuf, Column, DenseBlock, DenseBlockBuilder, ALIGN};
+pub use spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
+pub use wire::encode::{example as encode_example, Values};
+
+use crate::batch::BatchBuilder;
+use crate::error::RecordError;
+
+/// A record that did not decode: its index among the records given, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub record: usize,
+    pub error: RecordError,
+}
+
+/// Decodes a batch of records held in memory into one block (`tf.io.parse_example` on a
+/// batch), stopping at the first record that does not decode.
+pub fn decode_examples<'a>(
+    spec: Arc<ExampleSpec>,
+    records: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Result<DenseBlock, DecodeError> {
+    let mut builder = DenseBlockBuilder::new(spec, records.len());
+    for (record, bytes) in records.enumerate() {
+        builder
+            .push(bytes)
+            .map_err(|error| DecodeError { record, error })?;
+    }
+    Ok(builder.take())
+}
