@@ -6,6 +6,16 @@ current Python and pack its model, as a SageMaker training job would.
 """
 
 from pipemode.runner.channels import Channel, JobConfigError
+from pipemode.runner.estimator import Estimator, ShuffleConfig, TrainingFailedError, TrainingInput
 from pipemode.runner.job import JobResult, TrainingJob
 
-__all__ = ["Channel", "JobConfigError", "JobResult", "TrainingJob"]
+__all__ = [
+    "Channel",
+    "Estimator",
+    "JobConfigError",
+    "JobResult",
+    "ShuffleConfig",
+    "TrainingFailedError",
+    "TrainingInput",
+    "TrainingJob",
+]
