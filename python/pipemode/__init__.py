@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipemode._native import __version__
 from pipemode.channel import PipeModeChannel
+from pipemode.decode import FixedLenFeature, decode_examples, encode_example
 from pipemode.errors import (
     CorruptRecordError,
     PipeModeDatasetException,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CorruptRecordError",
+    "FixedLenFeature",
     "PipeModeChannel",
     "PipeModeDataset",
     "PipeModeDatasetException",
@@ -30,6 +32,8 @@ __all__ = [
     "PipeTimeoutError",
     "RecordDecodeError",
     "__version__",
+    "decode_examples",
+    "encode_example",
 ]
 
 

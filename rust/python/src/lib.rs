@@ -4,8 +4,11 @@
 
 use pyo3::prelude::*;
 
+mod decoder;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    decoder::register(m)?;
     Ok(())
 }

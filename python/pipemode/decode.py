@@ -1,0 +1,205 @@
+"""tf.train.Example records decoded to dense numpy columns in Rust, without TensorFlow.
+
+`features` is the dict you would pass to `tf.io.parse_example`: `tf.io.FixedLenFeature`
+objects (or `pipemode.FixedLenFeature`, the same thing without TF) of int64, float32 or string
+values, with their shapes and defaults. `decode_raw={name: dtype}` also applies
+`tf.io.decode_raw` (little-endian) to a string feature. Each batch decodes to
+`{name: ndarray[rows, *shape]}`, equal to what `tf.io.parse_example` (+ `tf.io.decode_raw`)
+returns: int64 as int64, float32 as float32, `decode_raw` features as their dtype with one more
+dimension (the items of each string), other strings as object arrays of `bytes`. Numeric
+arrays are 64-byte aligned, so TensorFlow adopts them without a copy.
+
+Only `FixedLenFeature` is supported. `VarLenFeature`, `SparseFeature`, `RaggedFeature` and
+`FixedLenSequenceFeature` give ragged or sparse results that have no dense column; read the raw
+records (`pipemode.RecordReader`) and parse those in TF instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, Union
+
+import numpy as np
+
+from pipemode import _native
+from pipemode.errors import PipeModeDatasetException
+
+__all__ = ["FixedLenFeature", "decode_examples", "encode_example", "example_spec"]
+
+_KINDS = {"int64": "int64", "float32": "float32", "string": "string", "bytes": "string"}
+_UNSUPPORTED = ("VarLenFeature", "SparseFeature", "RaggedFeature", "FixedLenSequenceFeature")
+_SUPPORTED = (
+    "pipemode decodes FixedLenFeature of int64, float32 or string values (strings optionally "
+    "through decode_raw) into dense columns"
+)
+
+
+class FixedLenFeature(NamedTuple):
+    """A feature with `prod(shape)` values in every record, like `tf.io.FixedLenFeature`.
+
+    `dtype` is "int64", "float32" or "string" (numpy dtypes and `tf.int64`, `tf.float32`,
+    `tf.string` work too). A record without the feature gets `default_value` (exactly
+    `prod(shape)` values, reshaped as TF does), or is an error when there is none.
+    """
+
+    shape: Any
+    dtype: Any
+    default_value: Any = None
+
+
+def _kind(name: str, dtype: Any) -> str:
+    """ "int64", "float32" or "string" from a dtype given as a string, numpy or TF dtype."""
+    if isinstance(dtype, str):
+        label = dtype
+    elif getattr(dtype, "name", None) in _KINDS and not isinstance(dtype, type):
+        label = dtype.name  # tf.DType or np.dtype
+    else:
+        try:
+            np_dtype = np.dtype(dtype)
+        except TypeError:
+            label = repr(dtype)
+        else:
+            label = "string" if np_dtype.kind in "SO" else np_dtype.name
+    if label not in _KINDS:
+        raise PipeModeDatasetException(
+            f"feature {name!r}: dtype {dtype!r} is not supported: {_SUPPORTED}"
+        )
+    return _KINDS[label]
+
+
+def _shape(name: str, shape: Any) -> tuple[int, ...]:
+    dims = getattr(shape, "as_list", lambda: shape)()  # tf.TensorShape
+    if isinstance(dims, int):
+        dims = [dims]
+    if dims is None or any(d is None or int(d) < 0 for d in dims):
+        raise PipeModeDatasetException(
+            f"feature {name!r}: shape {shape!r} must be fully known and non-negative"
+        )
+    return tuple(int(d) for d in dims)
+
+
+def _default(name: str, kind: str, default: Any) -> list[Any] | None:
+    """The default flattened to a list, refusing what TF refuses (floats for an int64)."""
+    # TF takes a default with no values for no default at all: the feature is then required.
+    if default is None or np.size(default) == 0:
+        return None
+    if kind == "string":
+        values = np.asarray(default, dtype=object).ravel().tolist()
+        if not all(isinstance(v, (bytes, str)) for v in values):
+            raise PipeModeDatasetException(f"feature {name!r}: default_value must be bytes or str")
+        return [v.encode() if isinstance(v, str) else v for v in values]
+    array = np.asarray(default)
+    allowed = "iu" if kind == "int64" else "iuf"
+    if array.dtype.kind not in allowed:
+        raise PipeModeDatasetException(
+            f"feature {name!r}: default_value {default!r} does not convert to {kind}"
+        )
+    return array.astype(kind).ravel().tolist()
+
+
+def _raw_dtype(name: str, dtype: Any) -> np.dtype[Any]:
+    np_dtype = np.dtype(getattr(dtype, "as_numpy_dtype", dtype))  # tf.DType -> numpy
+    if np_dtype.kind not in "iuf" or np_dtype.itemsize not in (1, 2, 4, 8):
+        raise PipeModeDatasetException(
+            f"decode_raw of {name!r}: {dtype!r} is not an integer or float dtype"
+        )
+    return np_dtype.newbyteorder("<")
+
+
+def example_spec(
+    features: Mapping[str, Any], decode_raw: Mapping[str, Any] | None = None
+) -> _native.ExampleSpec:
+    """Checks `features` (a `tf.io.parse_example` dict) and `decode_raw` once, for decoding."""
+    if isinstance(features, _native.ExampleSpec):
+        if decode_raw:
+            raise PipeModeDatasetException("decode_raw is already part of the ExampleSpec")
+        return features
+    if not isinstance(features, Mapping) or not features:
+        raise PipeModeDatasetException("features must be a non-empty dict of name -> feature")
+    decode_raw = dict(decode_raw or {})
+    unknown = set(decode_raw) - set(features)
+    if unknown:
+        raise PipeModeDatasetException(f"decode_raw names features not in features: {unknown}")
+    tuples = []
+    for name, feature in features.items():
+        kind_name = type(feature).__name__
+        if kind_name in _UNSUPPORTED or not all(
+            hasattr(feature, a) for a in ("shape", "dtype", "default_value")
+        ):
+            raise PipeModeDatasetException(
+                f"feature {name!r}: {kind_name} is not supported: {_SUPPORTED}; parse it in "
+                "TensorFlow from the raw records instead"
+            )
+        kind = _kind(name, feature.dtype)
+        raw = None
+        if name in decode_raw:
+            if kind != "string":
+                raise PipeModeDatasetException(
+                    f"decode_raw of {name!r}: only string features can be decoded, not {kind}"
+                )
+            raw = _raw_dtype(name, decode_raw[name])
+        shape = _shape(name, feature.shape)
+        tuples.append((name, kind, shape, _default(name, kind, feature.default_value), raw))
+    return _native.ExampleSpec(tuples)
+
+
+def decode_examples(
+    records: Iterable[bytes] | Any,
+    features: Mapping[str, Any] | _native.ExampleSpec,
+    decode_raw: Mapping[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Decodes a batch of serialized Examples, as `tf.io.parse_example` (+ `decode_raw`) would.
+
+    `records` is a `pipemode.RecordBatch` or a sequence of `bytes`. Raises
+    `RecordDecodeError` naming the record and feature at the first record that does not decode.
+    """
+    spec = example_spec(features, decode_raw)
+    if not hasattr(records, "offsets") and not isinstance(records, (list, tuple)):
+        records = list(records)
+    return _native.decode_examples(records, spec)
+
+
+FeatureValue = Union[bytes, str, int, float, Iterable[Any], np.ndarray]
+
+
+def encode_example(features: Mapping[str, FeatureValue]) -> bytes:
+    """Serializes a tf.train.Example without TensorFlow: the decoder's inverse.
+
+    Each value is `bytes` (or `str`, UTF-8) or a list of them (a bytes_list), ints (an
+    int64_list) or floats (a float_list, stored as float32), or a numpy array of any of these.
+    An empty list has no type: pass `np.array([], dtype=...)`.
+    """
+    return _native.encode_example([_entry(name, value) for name, value in features.items()])
+
+
+def _entry(name: str, value: FeatureValue) -> tuple[bytes, str, Any]:
+    if isinstance(value, (bytes, str)):
+        value = [value]
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        items = list(_iterable(value))
+        if any(isinstance(v, (bytes, str)) for v in items):
+            # Object dtype keeps bytes intact (a numpy "S" array drops trailing NUL bytes).
+            array = np.empty(len(items), object)
+            array[:] = items
+        elif not items:
+            raise TypeError(
+                f"feature {name!r}: an empty list has no type; pass np.array([], dtype)"
+            )
+        else:
+            array = np.asarray(items)
+    if array.dtype.kind in "SUO":
+        strings = array.ravel().tolist()
+        if not all(isinstance(v, (bytes, str)) for v in strings):
+            raise TypeError(f"feature {name!r}: a list mixing bytes and numbers")
+        return name.encode(), "bytes", [v.encode() if isinstance(v, str) else v for v in strings]
+    if array.dtype.kind in "iub":
+        return name.encode(), "int64", array.astype("<i8").ravel().tobytes()
+    if array.dtype.kind == "f":
+        return name.encode(), "float32", array.astype("<f4").ravel().tobytes()
+    raise TypeError(f"feature {name!r}: cannot store {array.dtype} values in an Example")
+
+
+def _iterable(value: Any) -> Iterable[Any]:
+    return value if isinstance(value, Iterable) else [value]
