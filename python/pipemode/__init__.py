@@ -18,6 +18,7 @@ from pipemode.errors import (
     PipeTimeoutError,
     RecordDecodeError,
 )
+from pipemode.reader import RecordBatch, RecordReader, RecordWriter
 
 if TYPE_CHECKING:
     from pipemode.tensorflow import PipeModeDataset
@@ -30,7 +31,10 @@ __all__ = [
     "PipeModeDatasetException",
     "PipeModeError",
     "PipeTimeoutError",
+    "RecordBatch",
     "RecordDecodeError",
+    "RecordReader",
+    "RecordWriter",
     "__version__",
     "decode_examples",
     "encode_example",

@@ -1,14 +1,22 @@
 """Type stubs of the private native module; the public API is in the pipemode package."""
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any, final
 
 import numpy as np
+import numpy.typing as npt
+
+_Path = str | os.PathLike[str]
 
 __version__: str
 __all__ = [
     "AlignedColumn",
     "ExampleSpec",
+    "RecordBatch",
+    "RecordBatchIterator",
+    "RecordReader",
+    "RecordWriter",
     "__version__",
     "decode_examples",
     "encode_example",
@@ -34,3 +42,70 @@ class AlignedColumn:
 
 def decode_examples(records: Any, spec: ExampleSpec) -> dict[str, np.ndarray[Any, Any]]: ...
 def encode_example(features: Sequence[tuple[bytes, str, Any]]) -> bytes: ...
+
+# --- reader: RecordBatch, RecordReader, RecordWriter ---
+
+@final
+class RecordBatch:
+    """Records in one contiguous payload buffer (buffer protocol) plus `offsets`."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> bytes: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def nbytes(self) -> int: ...
+    def to_bytes(self) -> bytes: ...
+    def to_list(self) -> list[bytes]: ...
+
+@final
+class RecordBatchIterator:
+    def __iter__(self) -> RecordBatchIterator: ...
+    def __next__(self) -> bytes: ...
+
+@final
+class RecordReader:
+    def __new__(
+        cls,
+        path: _Path,
+        record_format: str = "RecordIO",
+        *,
+        batch_size: int = 1024,
+        max_corrupted_records_to_skip: int = 0,
+        multipart: str = "dmlc",
+        open_timeout: float | None = 120.0,
+        name: str | None = None,
+        buffer_size: int = 1048576,
+        prefetch: int = 4,
+        max_batch_bytes: int = 16777216,
+    ) -> RecordReader: ...
+    def next_batch(self) -> RecordBatch | None: ...
+    def close(self) -> None: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def records_read(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def records_skipped(self) -> int: ...
+    @property
+    def pipe_wait_seconds(self) -> float: ...
+    @property
+    def consumer_wait_seconds(self) -> float: ...
+
+@final
+class RecordWriter:
+    def __new__(cls, path: _Path, record_format: str = "RecordIO") -> RecordWriter: ...
+    def write(self, record: bytes | bytearray | memoryview) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def path(self) -> str: ...

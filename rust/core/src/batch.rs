@@ -9,7 +9,8 @@ use crate::error::RecordError;
 pub trait BatchBuilder: Send + 'static {
     type Batch: Send + 'static;
 
-    /// Adds one complete record. An error rejects that record and ends the stream.
+    /// Adds one complete record. An error rejects that record and ends the stream; the records
+    /// accepted before it stay in the builder and are still taken and handed over.
     fn push(&mut self, record: &[u8]) -> Result<(), RecordError>;
 
     /// Records pushed since the last [`BatchBuilder::take`].
@@ -24,4 +25,136 @@ pub trait BatchBuilder: Send + 'static {
 
     /// Hands over the records pushed so far and starts an empty batch.
     fn take(&mut self) -> Self::Batch;
+}
+
+/// A batch of raw records: every payload back to back in one buffer, plus `n + 1` offsets
+/// (`offsets[0] == 0`, record `i` is `data[offsets[i]..offsets[i + 1]]`). One buffer and one
+/// offsets array hand over to Python, numpy or TF without a copy per record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordBatch {
+    data: Vec<u8>,
+    offsets: Vec<i64>,
+}
+
+impl RecordBatch {
+    /// Builds a batch from its parts; `offsets` must start at 0, never decrease and end at
+    /// `data.len()`.
+    pub fn from_parts(data: Vec<u8>, offsets: Vec<i64>) -> Self {
+        assert!(offsets.first() == Some(&0), "offsets start at 0");
+        assert!(
+            offsets.windows(2).all(|w| w[0] <= w[1]),
+            "offsets never decrease"
+        );
+        assert!(
+            offsets.last() == Some(&(data.len() as i64)),
+            "offsets end at data.len()"
+        );
+        RecordBatch { data, offsets }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        let start = *self.offsets.get(index)? as usize;
+        let end = *self.offsets.get(index + 1)? as usize;
+        Some(&self.data[start..end])
+    }
+
+    /// All payloads back to back.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The `len() + 1` record boundaries in [`RecordBatch::data`].
+    pub fn offsets(&self) -> &[i64] {
+        &self.offsets
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.offsets
+            .windows(2)
+            .map(|w| &self.data[w[0] as usize..w[1] as usize])
+    }
+
+    pub fn into_parts(self) -> (Vec<u8>, Vec<i64>) {
+        (self.data, self.offsets)
+    }
+}
+
+/// Copies each record's payload into a [`RecordBatch`]. A batch is full at `max_records`
+/// records or once it holds `max_bytes` of payload, whichever comes first, so large records
+/// cannot make a queue of batches hold gigabytes.
+#[derive(Debug)]
+pub struct RecordBatchBuilder {
+    max_records: usize,
+    max_bytes: usize,
+    data: Vec<u8>,
+    offsets: Vec<i64>,
+    /// Payload size of the last batch: the next one is likely the same, so its buffer is
+    /// allocated once at that size instead of growing by doubling.
+    last_nbytes: usize,
+}
+
+impl RecordBatchBuilder {
+    /// Bound on one batch's payload unless a single record is larger.
+    pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
+    pub fn new(max_records: usize) -> Self {
+        Self::with_max_bytes(max_records, Self::DEFAULT_MAX_BYTES)
+    }
+
+    pub fn with_max_bytes(max_records: usize, max_bytes: usize) -> Self {
+        let max_records = max_records.max(1);
+        RecordBatchBuilder {
+            max_records,
+            max_bytes,
+            data: Vec::new(),
+            offsets: Self::fresh_offsets(max_records),
+            last_nbytes: 0,
+        }
+    }
+
+    fn fresh_offsets(max_records: usize) -> Vec<i64> {
+        let mut offsets = Vec::with_capacity(max_records + 1);
+        offsets.push(0);
+        offsets
+    }
+}
+
+impl BatchBuilder for RecordBatchBuilder {
+    type Batch = RecordBatch;
+
+    #[inline]
+    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        if self.data.capacity() == 0 {
+            self.data.reserve(self.last_nbytes.max(record.len()));
+        }
+        self.data.extend_from_slice(record);
+        self.offsets.push(self.data.len() as i64);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    #[inline]
+    fn is_full(&self) -> bool {
+        self.len() >= self.max_records || self.data.len() >= self.max_bytes
+    }
+
+    fn take(&mut self) -> RecordBatch {
+        self.last_nbytes = self.data.len();
+        RecordBatch {
+            data: std::mem::take(&mut self.data),
+            offsets: std::mem::replace(&mut self.offsets, Self::fresh_offsets(self.max_records)),
+        }
+    }
 }

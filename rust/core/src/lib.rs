@@ -8,6 +8,13 @@
 pub mod batch;
 pub mod error;
 pub mod example;
+pub mod framing;
+pub mod reader;
+pub mod source;
+pub mod writer;
 
-pub use batch::BatchBuilder;
+pub use batch::{BatchBuilder, RecordBatch, RecordBatchBuilder};
 pub use error::{Error, RecordError, Result};
+pub use framing::{Format, Multipart};
+pub use reader::{Canceller, PrefetchReader, ReaderCounters, ReaderOptions, ReaderStats};
+pub use writer::RecordWriter;

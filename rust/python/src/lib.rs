@@ -4,11 +4,18 @@
 
 use pyo3::prelude::*;
 
+mod batch;
 mod decoder;
+mod errors;
+mod reader;
+mod writer;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     decoder::register(m)?;
+    m.add_class::<batch::PyRecordBatch>()?;
+    m.add_class::<reader::PyRecordReader>()?;
+    m.add_class::<writer::PyRecordWriter>()?;
     Ok(())
 }

@@ -1,0 +1,193 @@
+"""Reading and writing Pipe Mode record streams without any framework.
+
+`RecordReader` reads a FIFO or file of RecordIO, TFRecord or TextLine records on a native
+thread that frames ahead into a bounded queue; Python gets whole `RecordBatch`es (one payload
+buffer plus offsets) or records one by one as `bytes`. Nothing is opened until the first read,
+so creating a reader over a Pipe Mode FIFO neither blocks nor claims the FIFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Optional, Union
+
+from pipemode import _native
+from pipemode._native import RecordBatch
+
+__all__ = ["RecordBatch", "RecordReader", "RecordWriter"]
+
+logger = logging.getLogger("pipemode")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_BATCH_SIZE = 1024
+
+
+class RecordReader:
+    """Reads the records of one FIFO or file, in order, each exactly once.
+
+    ``for record in reader`` yields each record as ``bytes``; ``reader.batches(n)`` yields
+    `RecordBatch`es of up to ``n`` records. Bad framing raises `pipemode.CorruptRecordError`
+    naming the path and byte offset; a path or FIFO writer that does not appear within
+    ``open_timeout`` seconds raises `pipemode.PipeTimeoutError`.
+
+    With ``max_corrupted_records_to_skip=k`` (TFRecord only), up to ``k`` consecutive records
+    whose data CRC is wrong are skipped and counted (a warning on the ``pipemode`` logger says
+    how many); a bad length CRC is always an error.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        record_format: str = "RecordIO",
+        *,
+        max_corrupted_records_to_skip: int = 0,
+        multipart: str = "dmlc",
+        open_timeout: Optional[float] = 120.0,
+        name: Optional[str] = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        buffer_size: int = 1 << 20,
+        prefetch: int = 4,
+    ) -> None:
+        self._options = {
+            "record_format": record_format,
+            "max_corrupted_records_to_skip": max_corrupted_records_to_skip,
+            "multipart": multipart,
+            "open_timeout": open_timeout,
+            "name": name,
+            "buffer_size": buffer_size,
+            "prefetch": prefetch,
+        }
+        self._path = os.fspath(path)
+        # Built now so that bad arguments fail here; it opens nothing yet.
+        self._native = self._new_native(batch_size)
+        self._batch_size = batch_size
+        self._skipped_reported = 0
+
+    def _new_native(self, batch_size: int) -> _native.RecordReader:
+        return _native.RecordReader(self._path, batch_size=batch_size, **self._options)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def batches(self, n: Optional[int] = None) -> Iterator[RecordBatch]:
+        """Yields batches of up to ``n`` records (default: the reader's ``batch_size``).
+
+        The batch size is fixed by the first read; asking for another size afterwards is an
+        error, because batches already read ahead have the old size.
+        """
+        if n is not None and n != self._batch_size:
+            if self._native.started:
+                raise ValueError(
+                    f"{self._path}: batches of {self._batch_size} records are already being "
+                    f"read; create the reader with batch_size={n} to read batches of {n}"
+                )
+            self._native = self._new_native(n)
+            self._batch_size = n
+        while True:
+            batch = self._native.next_batch()
+            self._report_skipped()
+            if batch is None:
+                return
+            yield batch
+
+    def __iter__(self) -> Iterator[bytes]:
+        for batch in self.batches():
+            yield from batch
+
+    def _report_skipped(self) -> None:
+        skipped = self._native.records_skipped
+        if skipped > self._skipped_reported:
+            label = f"{self._options['name']} {self._path}" if self._options["name"] else self._path
+            logger.warning(
+                "%s: skipped %d corrupt TFRecord record(s) with a bad data CRC (%d in total)",
+                label,
+                skipped - self._skipped_reported,
+                skipped,
+            )
+            self._skipped_reported = skipped
+
+    def close(self) -> None:
+        """Stops reading and closes the FIFO or file (its writer then sees EPIPE)."""
+        self._native.close()
+
+    def __enter__(self) -> RecordReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    # Counters, for throughput and stall diagnosis.
+    @property
+    def records_read(self) -> int:
+        return self._native.records_read
+
+    @property
+    def bytes_read(self) -> int:
+        return self._native.bytes_read
+
+    @property
+    def records_skipped(self) -> int:
+        return self._native.records_skipped
+
+    @property
+    def pipe_wait_seconds(self) -> float:
+        """Seconds the reader thread waited for the path, the FIFO's writer or its data."""
+        return self._native.pipe_wait_seconds
+
+    @property
+    def consumer_wait_seconds(self) -> float:
+        """Seconds the reader thread waited for the consumer to take batches."""
+        return self._native.consumer_wait_seconds
+
+    def __repr__(self) -> str:
+        return f"RecordReader({self._path!r}, {self._options['record_format']!r})"
+
+
+class RecordWriter:
+    """Writes records to a file or FIFO: TFRecord byte-identical to ``tf.io.TFRecordWriter``,
+    RecordIO as dmlc/MXNet write it, TextLine one record per line.
+
+    Opening a FIFO waits for its reader. Use it as a context manager to flush and close.
+    """
+
+    def __init__(self, path: PathLike, record_format: str = "RecordIO") -> None:
+        self._path = os.fspath(path)
+        self._native = _native.RecordWriter(self._path, record_format)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def write(self, record: Union[bytes, bytearray, memoryview]) -> None:
+        self._native.write(record)
+
+    def flush(self) -> None:
+        self._native.flush()
+
+    def close(self) -> None:
+        self._native.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._native.closed
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()

@@ -1,0 +1,168 @@
+//! Splitting a byte stream into records: RecordIO, TFRecord and TextLine.
+//!
+//! A framer reads from an [`Input`] and hands out each complete record as a slice borrowed from
+//! the read buffer (or the mmap) with the byte offset where its framing starts. Nothing is
+//! copied here except multipart RecordIO, whose parts are joined in a scratch buffer. A record
+//! is handed out only once all of it, framing included, has been read and checked.
+
+mod recordio;
+mod textline;
+mod tfrecord;
+
+use std::str::FromStr;
+
+pub use recordio::{RecordIoFramer, RECORDIO_MAGIC};
+pub use textline::TextLineFramer;
+pub use tfrecord::{masked_crc32c, TfRecordFramer};
+
+use crate::error::{Error, Result};
+use crate::source::Input;
+
+/// One complete record, borrowed until the next call to the framer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Stream offset of the record's first framing byte.
+    pub offset: u64,
+    pub data: &'a [u8],
+}
+
+/// The record framings of SageMaker Pipe Mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    RecordIo,
+    TfRecord,
+    TextLine,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::RecordIo => "RecordIO",
+            Format::TfRecord => "TFRecord",
+            Format::TextLine => "TextLine",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    /// Accepts the names the incumbent accepted, exactly.
+    fn from_str(name: &str) -> Result<Format> {
+        match name {
+            "RecordIO" => Ok(Format::RecordIo),
+            "TFRecord" => Ok(Format::TfRecord),
+            "TextLine" => Ok(Format::TextLine),
+            _ => Err(Error::Config(format!(
+                "Invalid record format: {name:?} (expected \"RecordIO\", \"TFRecord\" or \"TextLine\")"
+            ))),
+        }
+    }
+}
+
+/// How the parts of a multipart RecordIO record are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Multipart {
+    /// As dmlc/MXNet read them: the magic word the writer split on is put back between parts,
+    /// so the record reads back exactly as it was written.
+    #[default]
+    Dmlc,
+    /// The parts back to back, as sagemaker-tensorflow-extensions joined them.
+    Concat,
+}
+
+impl FromStr for Multipart {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Multipart> {
+        match name {
+            "dmlc" => Ok(Multipart::Dmlc),
+            "concat" => Ok(Multipart::Concat),
+            _ => Err(Error::Config(format!(
+                "Invalid multipart mode: {name:?} (expected \"dmlc\" or \"concat\")"
+            ))),
+        }
+    }
+}
+
+/// What a framer needs to know beyond the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FramingOptions {
+    pub multipart: Multipart,
+    /// TFRecord only: how many consecutive records with a bad data CRC may be skipped.
+    pub max_corrupted_records_to_skip: u64,
+}
+
+/// Rejects options that do not apply to `format`, before anything is opened.
+pub fn check_options(format: Format, options: &FramingOptions) -> Result<()> {
+    if options.max_corrupted_records_to_skip > 0 && format != Format::TfRecord {
+        return Err(Error::Config(format!(
+            "max_corrupted_records_to_skip applies only to TFRecord, not to {}",
+            format.name()
+        )));
+    }
+    Ok(())
+}
+
+/// A framer of any [`Format`], chosen at run time.
+pub enum Framer {
+    RecordIo(RecordIoFramer),
+    TfRecord(TfRecordFramer),
+    TextLine(TextLineFramer),
+}
+
+impl Framer {
+    pub fn new(input: Input, format: Format, options: FramingOptions) -> Result<Framer> {
+        check_options(format, &options)?;
+        Ok(match format {
+            Format::RecordIo => Framer::RecordIo(RecordIoFramer::new(input, options.multipart)),
+            Format::TfRecord => Framer::TfRecord(TfRecordFramer::new(
+                input,
+                options.max_corrupted_records_to_skip,
+            )),
+            Format::TextLine => Framer::TextLine(TextLineFramer::new(input)),
+        })
+    }
+
+    /// The next complete record, `None` at a clean end of the stream, or the reason the stream
+    /// cannot be framed. After an error the framer must not be asked again.
+    #[inline]
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        match self {
+            Framer::RecordIo(f) => f.next_record(),
+            Framer::TfRecord(f) => f.next_record(),
+            Framer::TextLine(f) => f.next_record(),
+        }
+    }
+
+    /// Bytes of the stream consumed so far.
+    pub fn position(&self) -> u64 {
+        self.input().offset()
+    }
+
+    /// Records dropped under `max_corrupted_records_to_skip`.
+    pub fn records_skipped(&self) -> u64 {
+        match self {
+            Framer::TfRecord(f) => f.records_skipped(),
+            _ => 0,
+        }
+    }
+
+    fn input(&self) -> &Input {
+        match self {
+            Framer::RecordIo(f) => f.input(),
+            Framer::TfRecord(f) => f.input(),
+            Framer::TextLine(f) => f.input(),
+        }
+    }
+}
+
+/// A framing error at `offset` of the stream `input` reads.
+fn corrupt(input: &Input, format: Format, offset: u64, message: String) -> Error {
+    Error::Corrupt {
+        path: input.label().to_owned(),
+        format: format.name(),
+        offset,
+        message,
+    }
+}

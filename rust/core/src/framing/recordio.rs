@@ -1,0 +1,179 @@
+//! RecordIO as dmlc/MXNet frame it: `u32 magic`, `u32 lrecord` (29-bit length, 3-bit cflag),
+//! the payload, then zero padding to a 4-byte boundary, all little-endian.
+//!
+//! cflag 0 is a whole record; 1, 2 and 3 are the first, middle and last part of a record that
+//! the writer split where the magic word occurred in its data.
+
+use super::{corrupt, Format, Multipart, Record};
+use crate::error::Result;
+use crate::source::Input;
+
+pub const RECORDIO_MAGIC: u32 = 0xced7_230a;
+const HEADER_LEN: usize = 8;
+const LENGTH_MASK: u32 = (1 << 29) - 1;
+
+const WHOLE: u32 = 0;
+const FIRST: u32 = 1;
+const MIDDLE: u32 = 2;
+const LAST: u32 = 3;
+
+pub struct RecordIoFramer {
+    input: Input,
+    multipart: Multipart,
+    /// Where the parts of a multipart record are joined.
+    scratch: Vec<u8>,
+}
+
+/// One part as read: its cflag and payload (without padding).
+struct Part {
+    cflag: u32,
+    length: usize,
+    framed: usize,
+}
+
+impl RecordIoFramer {
+    pub fn new(input: Input, multipart: Multipart) -> Self {
+        RecordIoFramer {
+            input,
+            multipart,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        let offset = self.input.offset();
+        let Some(part) = self.read_part(None)? else {
+            return Ok(None);
+        };
+        match part.cflag {
+            WHOLE => {
+                let framed = self.input.take(part.framed);
+                let data = &framed[HEADER_LEN..HEADER_LEN + part.length];
+                Ok(Some(Record { offset, data }))
+            }
+            FIRST => {
+                self.scratch.clear();
+                self.append_part(&part);
+                self.read_remaining_parts(offset)?;
+                Ok(Some(Record {
+                    offset,
+                    data: &self.scratch,
+                }))
+            }
+            cflag => Err(self.corrupt(
+                offset,
+                format!("a {} part without a first part", part_name(cflag)),
+            )),
+        }
+    }
+
+    /// Reads parts after the first until the last one, joining them in `scratch`.
+    fn read_remaining_parts(&mut self, record_offset: u64) -> Result<()> {
+        loop {
+            let offset = self.input.offset();
+            let Some(part) = self.read_part(Some(record_offset))? else {
+                return Err(self.corrupt(
+                    record_offset,
+                    "truncated multipart record: the stream ends before its last part".into(),
+                ));
+            };
+            match part.cflag {
+                MIDDLE | LAST => {
+                    if self.multipart == Multipart::Dmlc {
+                        self.scratch
+                            .extend_from_slice(&RECORDIO_MAGIC.to_le_bytes());
+                    }
+                    self.append_part(&part);
+                    if part.cflag == LAST {
+                        return Ok(());
+                    }
+                }
+                cflag => {
+                    return Err(self.corrupt(
+                        offset,
+                        format!(
+                            "a {} part inside the multipart record that starts at byte offset \
+                             {record_offset}",
+                            part_name(cflag)
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn append_part(&mut self, part: &Part) {
+        let framed = self.input.take(part.framed);
+        self.scratch
+            .extend_from_slice(&framed[HEADER_LEN..HEADER_LEN + part.length]);
+    }
+
+    /// Reads and checks the next part's header and makes sure all of it (padding too) is in the
+    /// window. `None` at a clean end of the stream.
+    fn read_part(&mut self, inside: Option<u64>) -> Result<Option<Part>> {
+        let offset = self.input.offset();
+        let available = self.input.fill(HEADER_LEN)?;
+        if available == 0 {
+            return Ok(None);
+        }
+        if available < HEADER_LEN {
+            return Err(self.corrupt(
+                offset,
+                format!("truncated header: {available} of {HEADER_LEN} bytes before the end"),
+            ));
+        }
+        let header = &self.input.window()[..HEADER_LEN];
+        let magic = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        if magic != RECORDIO_MAGIC {
+            let context = match inside {
+                Some(start) => format!(" (inside the multipart record at byte offset {start})"),
+                None => String::new(),
+            };
+            return Err(self.corrupt(
+                offset,
+                format!("bad magic 0x{magic:08x}, expected 0x{RECORDIO_MAGIC:08x}{context}"),
+            ));
+        }
+        let lrecord = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let length = (lrecord & LENGTH_MASK) as usize;
+        let cflag = lrecord >> 29;
+        if cflag > LAST {
+            return Err(self.corrupt(offset, format!("invalid continuation flag {cflag}")));
+        }
+        let framed = HEADER_LEN + length.next_multiple_of(4);
+        let available = self.input.fill(framed)?;
+        if available < framed {
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "truncated record: {} of {length} payload bytes (plus {} padding) before the \
+                     end",
+                    (available - HEADER_LEN).min(length),
+                    framed - HEADER_LEN - length,
+                ),
+            ));
+        }
+        Ok(Some(Part {
+            cflag,
+            length,
+            framed,
+        }))
+    }
+
+    fn corrupt(&self, offset: u64, message: String) -> crate::Error {
+        corrupt(&self.input, Format::RecordIo, offset, message)
+    }
+}
+
+fn part_name(cflag: u32) -> &'static str {
+    match cflag {
+        WHOLE => "whole-record",
+        FIRST => "first",
+        MIDDLE => "middle",
+        _ => "last",
+    }
+}

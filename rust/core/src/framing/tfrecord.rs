@@ -1,0 +1,113 @@
+//! TFRecord: `u64 length`, `u32 masked_crc32c(length)`, `data`, `u32 masked_crc32c(data)`, all
+//! little-endian.
+
+use super::{corrupt, Format, Record};
+use crate::error::Result;
+use crate::source::Input;
+
+const HEADER_LEN: usize = 12;
+const FOOTER_LEN: usize = 4;
+
+/// TFRecord's CRC mask, which keeps a CRC of data that itself holds CRCs from looking valid.
+#[inline]
+pub fn masked_crc32c(data: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(data);
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+pub struct TfRecordFramer {
+    input: Input,
+    max_skip: u64,
+    /// Bad data CRCs in a row; reset by a good record (the incumbent's rule).
+    consecutive_skipped: u64,
+    skipped: u64,
+}
+
+impl TfRecordFramer {
+    pub fn new(input: Input, max_corrupted_records_to_skip: u64) -> Self {
+        TfRecordFramer {
+            input,
+            max_skip: max_corrupted_records_to_skip,
+            consecutive_skipped: 0,
+            skipped: 0,
+        }
+    }
+
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
+    pub fn records_skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
+        loop {
+            let offset = self.input.offset();
+            let available = self.input.fill(HEADER_LEN)?;
+            if available == 0 {
+                return Ok(None);
+            }
+            if available < HEADER_LEN {
+                return Err(self.corrupt(
+                    offset,
+                    format!("truncated header: {available} of {HEADER_LEN} bytes before the end"),
+                ));
+            }
+            let header = &self.input.window()[..HEADER_LEN];
+            let length_bytes: [u8; 8] = header[..8].try_into().expect("8 bytes");
+            let expected = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+            if masked_crc32c(&length_bytes) != expected {
+                // A bad length CRC means the framing itself is lost: always fatal.
+                return Err(self.corrupt(offset, "length CRC mismatch".into()));
+            }
+            let length = u64::from_le_bytes(length_bytes);
+            let total = usize::try_from(length)
+                .ok()
+                .and_then(|len| len.checked_add(HEADER_LEN + FOOTER_LEN))
+                .ok_or_else(|| self.corrupt(offset, format!("record length {length} too large")))?;
+            let available = self.input.fill(total)?;
+            if available < total {
+                return Err(self.corrupt(
+                    offset,
+                    format!(
+                        "truncated record: {} of {length} data bytes and {} of 4 CRC bytes \
+                         before the end",
+                        (available - HEADER_LEN).min(total - HEADER_LEN - FOOTER_LEN),
+                        available.saturating_sub(total - FOOTER_LEN),
+                    ),
+                ));
+            }
+            let window = &self.input.window()[..total];
+            let data = &window[HEADER_LEN..total - FOOTER_LEN];
+            let expected = u32::from_le_bytes(window[total - FOOTER_LEN..].try_into().expect("4"));
+            if masked_crc32c(data) == expected {
+                self.consecutive_skipped = 0;
+                let record = self.input.take(total);
+                let data = &record[HEADER_LEN..total - FOOTER_LEN];
+                return Ok(Some(Record { offset, data }));
+            }
+            if self.consecutive_skipped >= self.max_skip {
+                return Err(self.corrupt(
+                    offset,
+                    if self.max_skip == 0 {
+                        "data CRC mismatch".to_owned()
+                    } else {
+                        format!(
+                            "data CRC mismatch after {} corrupt records in a row were skipped \
+                             (max_corrupted_records_to_skip={})",
+                            self.consecutive_skipped, self.max_skip
+                        )
+                    },
+                ));
+            }
+            self.consecutive_skipped += 1;
+            self.skipped += 1;
+            self.input.take(total);
+        }
+    }
+
+    fn corrupt(&self, offset: u64, message: String) -> crate::Error {
+        corrupt(&self.input, Format::TfRecord, offset, message)
+    }
+}

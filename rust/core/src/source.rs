@@ -1,0 +1,426 @@
+//! Where the bytes come from: a FIFO (SageMaker's Pipe Mode), a regular file, or any other
+//! readable path, opened within a bounded wait and read through one [`Input`] window.
+//!
+//! A Pipe Mode FIFO may not exist yet when the training script asks for it, and once it exists
+//! its writer may not have opened it yet. Both waits are bounded by `open_timeout` and can be
+//! cancelled, which is why FIFOs are opened `O_NONBLOCK` and waited on with `poll` rather than
+//! with a blocking `open` that nothing could interrupt.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memmap2::{Advice, Mmap};
+
+use crate::error::{Error, Result};
+
+/// How long one `poll` or one sleep lasts before the cancel flag is checked again.
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The smallest read buffer; smaller requests are raised to it.
+pub const MIN_BUFFER_SIZE: usize = 64 * 1024;
+
+/// The default read buffer: large reads keep the number of syscalls per byte low.
+pub const DEFAULT_BUFFER_SIZE: usize = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Bound on the wait for the path to appear plus the wait for a FIFO's writer; `None`
+    /// waits forever.
+    pub open_timeout: Option<Duration>,
+    /// Size of the reusable read buffer for FIFOs and other streams, and the FIFO capacity
+    /// asked for with `F_SETPIPE_SZ`.
+    pub buffer_size: usize,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            open_timeout: Some(Duration::from_secs(120)),
+            buffer_size: DEFAULT_BUFFER_SIZE,
+        }
+    }
+}
+
+/// Time spent blocked on the source, shared with whoever reports counters.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub wait_nanos: AtomicU64,
+}
+
+impl SourceStats {
+    fn add_wait(&self, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// What the reader thread is told when its consumer went away mid-wait. It is never shown to a
+/// user: the consumer that would see it has closed the reader.
+fn cancelled(label: &str) -> Error {
+    Error::Io {
+        path: label.to_owned(),
+        source: io::Error::new(io::ErrorKind::Interrupted, "reader closed"),
+    }
+}
+
+fn io_error(label: &str, source: io::Error) -> Error {
+    Error::Io {
+        path: label.to_owned(),
+        source,
+    }
+}
+
+/// Opens `path` once it exists (and, for a FIFO, once its writer has opened the other end).
+///
+/// `label` names the stream in errors (the path, or channel and path).
+pub fn open(
+    path: &Path,
+    label: &str,
+    options: &SourceOptions,
+    cancel: Arc<AtomicBool>,
+    stats: Arc<SourceStats>,
+) -> Result<Input> {
+    let started = Instant::now();
+    let deadline = options.open_timeout.map(|timeout| started + timeout);
+    wait_for_path(path, label, deadline, &cancel, &stats)?;
+    // O_NONBLOCK: opening a FIFO's read end then returns at once even without a writer.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_error(label, e))?;
+    let file_type = file.metadata().map_err(|e| io_error(label, e))?.file_type();
+    let buffer_size = options.buffer_size.max(MIN_BUFFER_SIZE);
+    if file_type.is_file() {
+        return Input::mapped(&file, label, cancel, stats);
+    }
+    if file_type.is_dir() {
+        return Err(io_error(label, io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    if file_type.is_fifo() {
+        raise_pipe_size(&file, buffer_size);
+        wait_for_writer(&file, label, deadline, started, &cancel, &stats)?;
+    }
+    Ok(Input::stream(file, label, buffer_size, cancel, stats))
+}
+
+fn wait_for_path(
+    path: &Path,
+    label: &str,
+    deadline: Option<Instant>,
+    cancel: &AtomicBool,
+    stats: &SourceStats,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        match std::fs::metadata(path) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(label, e)),
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled(label));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout {
+                path: label.to_owned(),
+                what: "the path to appear",
+                waited: started.elapsed(),
+            });
+        }
+        std::thread::sleep(CANCEL_CHECK_INTERVAL);
+    }
+    stats.add_wait(started);
+    Ok(())
+}
+
+/// Asks for a FIFO capacity of `size` bytes (capped by /proc/sys/fs/pipe-max-size), so the
+/// writer can run further ahead. Refusal (an unprivileged user over the per-user pipe budget)
+/// only costs speed, so it is not an error.
+fn raise_pipe_size(file: &File, size: usize) {
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(1 << 20);
+    let wanted = libc::c_int::try_from(size.min(max)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on a file descriptor we own; F_SETPIPE_SZ takes an int and touches no memory.
+    unsafe {
+        libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, wanted);
+    }
+}
+
+/// Waits until the FIFO has data or its writer has come and gone. Until a writer has opened
+/// the FIFO, a read would return 0 (end of file) at once, so nothing may be read before this.
+fn wait_for_writer(
+    file: &File,
+    label: &str,
+    deadline: Option<Instant>,
+    started: Instant,
+    cancel: &AtomicBool,
+    stats: &SourceStats,
+) -> Result<()> {
+    let wait_started = Instant::now();
+    loop {
+        if poll_readable(file, CANCEL_CHECK_INTERVAL).map_err(|e| io_error(label, e))? {
+            stats.add_wait(wait_started);
+            return Ok(());
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(cancelled(label));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout {
+                path: label.to_owned(),
+                what: "a writer to open the FIFO and send data",
+                waited: started.elapsed(),
+            });
+        }
+    }
+}
+
+/// True when `file` is readable (data, or end of file) within `timeout`.
+fn poll_readable(file: &File, timeout: Duration) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, passed with its count.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
+    if ready < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(err)
+        };
+    }
+    Ok(ready > 0)
+}
+
+/// A window on the stream: the bytes from the current position up to what has been read.
+///
+/// Framers ask for `fill(n)` bytes, look at `window()` and `take` what they used. For a regular
+/// file the window is the rest of the mmap; for a stream it is a reusable buffer that is
+/// compacted and refilled, and that grows only while bytes keep arriving, so a corrupt length
+/// can never make it allocate more than twice what the stream really holds.
+pub struct Input {
+    kind: Kind,
+    /// The stream's name in errors.
+    label: String,
+    start: usize,
+    end: usize,
+    /// Stream offset of `start`.
+    offset: u64,
+    eof: bool,
+    /// Set by the consumer to stop a wait for a slow writer.
+    cancel: Arc<AtomicBool>,
+    /// Counts the time spent waiting for the writer.
+    stats: Arc<SourceStats>,
+}
+
+enum Kind {
+    Mapped(Option<Mmap>),
+    Bytes(Vec<u8>),
+    Stream { file: File, buf: Vec<u8> },
+}
+
+impl Input {
+    fn mapped(
+        file: &File,
+        label: &str,
+        cancel: Arc<AtomicBool>,
+        stats: Arc<SourceStats>,
+    ) -> Result<Input> {
+        let len = file.metadata().map_err(|e| io_error(label, e))?.len();
+        let len = usize::try_from(len).map_err(|_| {
+            io_error(
+                label,
+                io::Error::new(io::ErrorKind::InvalidInput, "file too large"),
+            )
+        })?;
+        let map = if len == 0 {
+            None // mmap of length 0 is an error; an empty file is simply an empty stream
+        } else {
+            // SAFETY: the map is read-only. A file truncated by someone else while we read it
+            // would raise SIGBUS; input files of a training job are not rewritten under it.
+            let map = unsafe { Mmap::map(file) }.map_err(|e| io_error(label, e))?;
+            // Read-ahead hint only; its failure changes nothing but speed.
+            let _ = map.advise(Advice::Sequential);
+            Some(map)
+        };
+        let end = map.as_ref().map_or(0, |m| m.len());
+        Ok(Input {
+            kind: Kind::Mapped(map),
+            label: label.to_owned(),
+            start: 0,
+            end,
+            offset: 0,
+            eof: true,
+            cancel,
+            stats,
+        })
+    }
+
+    fn stream(
+        file: File,
+        label: &str,
+        buffer_size: usize,
+        cancel: Arc<AtomicBool>,
+        stats: Arc<SourceStats>,
+    ) -> Input {
+        Input {
+            kind: Kind::Stream {
+                file,
+                buf: vec![0; buffer_size],
+            },
+            label: label.to_owned(),
+            start: 0,
+            end: 0,
+            offset: 0,
+            eof: false,
+            cancel,
+            stats,
+        }
+    }
+
+    /// An in-memory stream, for tests and fuzzing: the bytes as a regular file would give them.
+    pub fn from_bytes(bytes: Vec<u8>, label: &str) -> Input {
+        let end = bytes.len();
+        Input {
+            kind: Kind::Bytes(bytes),
+            label: label.to_owned(),
+            start: 0,
+            end,
+            offset: 0,
+            eof: true,
+            cancel: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The bytes read but not yet taken.
+    #[inline]
+    pub fn window(&self) -> &[u8] {
+        match &self.kind {
+            Kind::Mapped(Some(map)) => &map[self.start..self.end],
+            Kind::Mapped(None) => &[],
+            Kind::Bytes(buf) | Kind::Stream { buf, .. } => &buf[self.start..self.end],
+        }
+    }
+
+    /// Stream offset of the first byte of the window.
+    #[inline]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The stream's name in errors.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// True when the source has ended: the window is all that is left.
+    #[inline]
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Consumes `n` bytes of the window and returns them. They stay valid until the next `fill`.
+    #[inline]
+    pub fn take(&mut self, n: usize) -> &[u8] {
+        debug_assert!(n <= self.end - self.start);
+        let from = self.start;
+        self.start += n;
+        self.offset += n as u64;
+        match &self.kind {
+            Kind::Mapped(Some(map)) => &map[from..self.start],
+            Kind::Mapped(None) => &[],
+            Kind::Bytes(buf) | Kind::Stream { buf, .. } => &buf[from..self.start],
+        }
+    }
+
+    /// Reads until the window holds at least `need` bytes or the source ends, and returns the
+    /// window's length (less than `need` only at the end of the source).
+    ///
+    /// Waiting for a slow writer stops when the cancel flag is set.
+    #[inline]
+    pub fn fill(&mut self, need: usize) -> Result<usize> {
+        if self.end - self.start >= need || self.eof {
+            return Ok(self.end - self.start);
+        }
+        self.fill_slow(need)
+    }
+
+    #[cold]
+    fn fill_slow(&mut self, need: usize) -> Result<usize> {
+        let Kind::Stream { file, buf } = &mut self.kind else {
+            unreachable!("mapped and in-memory inputs are always at eof");
+        };
+        while self.end - self.start < need && !self.eof {
+            // A fast writer never lets a read block; look at the cancel flag here too.
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(cancelled(&self.label));
+            }
+            if buf.len() - self.start < need {
+                // Make room: move the unread tail to the front, then grow if that is not enough.
+                buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if buf.len() < need && self.end == buf.len() {
+                    // Grow only once the buffer is full of bytes that really arrived.
+                    let grown = buf.len().saturating_mul(2).min(need).max(buf.len() + 1);
+                    buf.resize(grown, 0);
+                }
+            }
+            match read_some(file, &mut buf[self.end..], &self.cancel, &self.stats) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    return Err(cancelled(&self.label))
+                }
+                Err(e) => return Err(io_error(&self.label, e)),
+            }
+        }
+        Ok(self.end - self.start)
+    }
+}
+
+/// One read into `buf` (non-empty); waits with `poll` while the stream has nothing, checking
+/// `cancel` between waits. Returns 0 only at the end of the stream.
+fn read_some(
+    file: &File,
+    buf: &mut [u8],
+    cancel: &AtomicBool,
+    stats: &SourceStats,
+) -> io::Result<usize> {
+    loop {
+        // SAFETY: reads at most buf.len() bytes into memory we own exclusively.
+        let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::WouldBlock => {
+                let waited = Instant::now();
+                while !poll_readable(file, CANCEL_CHECK_INTERVAL)? {
+                    if cancel.load(Ordering::Relaxed) {
+                        stats.add_wait(waited);
+                        return Err(io::Error::new(io::ErrorKind::Interrupted, "reader closed"));
+                    }
+                }
+                stats.add_wait(waited);
+            }
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Core errors as the exception classes of `pipemode.errors`, so Rust and Python raise the very
+//! same classes and `except pipemode.CorruptRecordError` catches both.
+
+use pipemode_core::Error;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+static CORRUPT_RECORD_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static RECORD_DECODE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static PIPE_TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static PIPE_MODE_DATASET_EXCEPTION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn error_class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, "pipemode.errors", name)
+}
+
+/// The Python exception for a core error: the one mapping every binding uses.
+pub fn to_pyerr(py: Python<'_>, error: Error) -> PyErr {
+    build(py, error).unwrap_or_else(|failed| failed)
+}
+
+fn build(py: Python<'_>, error: Error) -> PyResult<PyErr> {
+    let message = error.to_string();
+    let exception = match error {
+        Error::Corrupt { path, offset, .. } => {
+            error_class(py, &CORRUPT_RECORD_ERROR, "CorruptRecordError")?
+                .call1((message, path, offset))?
+        }
+        Error::Record {
+            path,
+            offset,
+            record,
+            ..
+        } => error_class(py, &RECORD_DECODE_ERROR, "RecordDecodeError")?
+            .call1((message, path, offset, record))?,
+        Error::Timeout { path, .. } => {
+            error_class(py, &PIPE_TIMEOUT_ERROR, "PipeTimeoutError")?.call1((message, path))?
+        }
+        Error::Config(message) => {
+            error_class(py, &PIPE_MODE_DATASET_EXCEPTION, "PipeModeDatasetException")?
+                .call1((message,))?
+        }
+        Error::Io { path, source } => return Ok(os_error(py, path, source)),
+    };
+    Ok(PyErr::from_value(exception))
+}
+
+/// `OSError(errno, strerror, filename)`, which Python turns into the matching subclass
+/// (`FileNotFoundError`, `BrokenPipeError`, ...).
+fn os_error(py: Python<'_>, path: String, source: std::io::Error) -> PyErr {
+    let Some(errno) = source.raw_os_error() else {
+        return PyRuntimeError::new_err(format!("{path}: {source}"));
+    };
+    let strerror = py
+        .import("os")
+        .and_then(|os| os.call_method1("strerror", (errno,)))
+        .and_then(|s| s.extract::<String>())
+        .unwrap_or_else(|_| source.to_string());
+    PyOSError::new_err((errno, strerror, path))
+}

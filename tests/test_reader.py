@@ -1,0 +1,305 @@
+"""RecordReader and RecordWriter on real FIFOs fed by a `cat` process, and on regular files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pipemode
+from pipemode import (
+    CorruptRecordError,
+    PipeModeDatasetException,
+    PipeModeError,
+    PipeTimeoutError,
+    RecordBatch,
+    RecordReader,
+    RecordWriter,
+)
+
+FORMATS = ["RecordIO", "TFRecord", "TextLine"]
+MAGIC = (0xCED7230A).to_bytes(4, "little")
+
+
+def sample_records(record_format: str) -> list[bytes]:
+    records = [b"", b"a", b"hello world", b"\r\r", bytes(range(256)) * 40, b"z" * 300_000]
+    if record_format == "TextLine":
+        return [r.replace(b"\n", b"") for r in records]
+    return [*records, MAGIC, b"abcd" + MAGIC + b"efgh" + MAGIC, b"\n\n"]
+
+
+def encode(records: list[bytes], record_format: str, path: Path) -> Path:
+    with RecordWriter(path, record_format) as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
+@pytest.mark.parametrize("record_format", FORMATS)
+def test_fifo_round_trip_record_by_record(fifo, tmp_path, record_format):
+    records = sample_records(record_format)
+    source = encode(records, record_format, tmp_path / "source")
+    assert list(RecordReader(fifo(source), record_format)) == records
+
+
+@pytest.mark.parametrize("record_format", FORMATS)
+def test_fifo_round_trip_in_batches(fifo, tmp_path, record_format):
+    records = sample_records(record_format)
+    source = encode(records, record_format, tmp_path / "source")
+    with RecordReader(fifo(source), record_format) as reader:
+        batches = list(reader.batches(3))
+    assert all(isinstance(b, RecordBatch) for b in batches)
+    assert [len(b) for b in batches[:-1]] == [3] * (len(batches) - 1)
+    assert [record for batch in batches for record in batch] == records
+    assert reader.records_read == len(records)
+    assert reader.bytes_read == source.stat().st_size
+
+
+@pytest.mark.parametrize("record_format", FORMATS)
+def test_regular_file_round_trip(tmp_path, record_format):
+    records = sample_records(record_format)
+    path = encode(records, record_format, tmp_path / "data")
+    assert list(RecordReader(path, record_format)) == records
+    assert list(RecordReader(str(path), record_format)) == records
+
+
+def test_empty_file_and_empty_fifo_have_no_records(fifo, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert list(RecordReader(empty)) == []
+    assert list(RecordReader(fifo(b""))) == []
+
+
+def test_record_batch_views(tmp_path):
+    records = [b"ab", b"", b"cde", b"f"]
+    path = encode(records, "TFRecord", tmp_path / "data")
+    (batch,) = RecordReader(path, "TFRecord").batches(10)
+    assert len(batch) == 4
+    assert batch[0] == b"ab" and batch[-1] == b"f" and batch[-4] == b"ab"
+    with pytest.raises(IndexError):
+        batch[4]
+    with pytest.raises(IndexError):
+        batch[-5]
+    assert list(batch) == records == batch.to_list()
+    assert batch.to_bytes() == b"abcdef" == bytes(memoryview(batch))
+    assert batch.nbytes == 6
+    assert memoryview(batch).readonly
+    assert np.frombuffer(batch, dtype=np.uint8).tobytes() == b"abcdef"
+    offsets = batch.offsets
+    assert offsets.dtype == np.int64
+    assert offsets.tolist() == [0, 2, 2, 5, 6]
+
+
+def test_iteration_after_the_end_and_after_close_gives_nothing(tmp_path):
+    path = encode([b"x", b"y"], "RecordIO", tmp_path / "data")
+    reader = RecordReader(path)
+    assert list(reader) == [b"x", b"y"]
+    assert list(reader) == []
+    reader = RecordReader(path)
+    reader.close()
+    assert list(reader) == []
+
+
+def test_creating_a_reader_opens_nothing(tmp_path):
+    path = tmp_path / "channel_0"
+    os.mkfifo(path)
+    reader = RecordReader(path)  # no writer: would block if it opened the FIFO
+    assert not reader._native.started
+    reader.close()
+
+
+def test_a_reader_claims_its_fifo_on_first_read_only(fifo, tmp_path):
+    path = fifo(encode([b"r1", b"r2"], "RecordIO", tmp_path / "source"))
+    reader = RecordReader(path)
+    time.sleep(0.2)
+    # The writer is still blocked in open(): nobody has opened the read end.
+    assert all(w.poll() is None for w, _ in fifo.writers)
+    assert list(reader) == [b"r1", b"r2"]
+
+
+def test_waits_for_a_fifo_that_appears_later(tmp_path):
+    path = tmp_path / "train_1"
+    source = encode([b"late"] * 3, "TFRecord", tmp_path / "source")
+
+    def create_and_feed() -> None:
+        time.sleep(0.3)
+        os.mkfifo(path)
+        subprocess.run(["sh", "-c", 'exec cat "$0" > "$1"', str(source), str(path)], check=True)
+
+    feeder = threading.Thread(target=create_and_feed)
+    feeder.start()
+    try:
+        assert list(RecordReader(path, "TFRecord", open_timeout=10)) == [b"late"] * 3
+    finally:
+        feeder.join()
+
+
+def test_missing_path_times_out(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(PipeTimeoutError) as raised:
+        list(RecordReader(tmp_path / "never", open_timeout=0.3, name="channel 'train'"))
+    assert 0.25 < time.monotonic() - start < 5
+    assert raised.value.path == f"channel 'train' {tmp_path / 'never'}"
+    assert "channel 'train'" in str(raised.value) and "timed out" in str(raised.value)
+
+
+def test_fifo_without_writer_times_out(tmp_path):
+    path = tmp_path / "channel_0"
+    os.mkfifo(path)
+    start = time.monotonic()
+    with pytest.raises(PipeTimeoutError, match="writer"):
+        list(RecordReader(path, open_timeout=0.3))
+    assert time.monotonic() - start < 5
+
+
+def test_close_stops_a_reader_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "channel_0"
+    os.mkfifo(path)
+    reader = RecordReader(path, open_timeout=None)
+    results: list[object] = []
+    consumer = threading.Thread(target=lambda: results.append(reader._native.next_batch()))
+    consumer.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    reader.close()
+    consumer.join(timeout=5)
+    assert not consumer.is_alive()
+    assert time.monotonic() - start < 2
+    assert results == [None]
+
+
+def test_closing_early_gives_the_writer_epipe(tmp_path):
+    path = tmp_path / "channel_0"
+    os.mkfifo(path)
+    writer = subprocess.Popen(["sh", "-c", 'exec yes > "$0"', str(path)])
+    try:
+        reader = RecordReader(path, "TextLine")
+        assert next(iter(reader)) == b"y"
+        reader.close()
+        assert writer.wait(timeout=10) != 0  # killed by SIGPIPE: the reader end is closed
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+
+def test_close_from_another_thread_while_iterating(tmp_path):
+    path = tmp_path / "channel_0"
+    os.mkfifo(path)
+    writer = subprocess.Popen(["sh", "-c", 'exec yes > "$0"', str(path)])
+    try:
+        reader = RecordReader(path, "TextLine")
+        threading.Timer(0.2, reader.close).start()
+        assert set(reader) == {b"y"}  # ends, without an error, once closed
+        assert writer.wait(timeout=10) != 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+
+
+def test_corrupt_stream_names_path_and_offset(tmp_path):
+    data = bytearray((encode([b"good", b"bad!"], "TFRecord", tmp_path / "data")).read_bytes())
+    data[-5] ^= 0xFF  # the second record's data
+    path = tmp_path / "corrupt"
+    path.write_bytes(bytes(data))
+    reader = RecordReader(path, "TFRecord", name="channel 'eval'")
+    records = []
+    with pytest.raises(CorruptRecordError) as raised:
+        for record in reader:
+            records.append(record)
+    assert records == [b"good"]
+    assert raised.value.offset == 20
+    assert raised.value.path == f"channel 'eval' {path}"
+    assert "byte offset 20" in str(raised.value) and str(path) in str(raised.value)
+    assert isinstance(raised.value, ValueError)
+
+
+def test_skipping_corrupt_tfrecords_warns_with_the_count(tmp_path, caplog):
+    good = encode([b"r0"], "TFRecord", tmp_path / "one").read_bytes()
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    path = tmp_path / "data"
+    path.write_bytes(good + bytes(bad) * 2 + good + bytes(bad) * 2 + good)
+    with caplog.at_level(logging.WARNING, logger="pipemode"):
+        reader = RecordReader(path, "TFRecord", max_corrupted_records_to_skip=2)
+        assert list(reader) == [b"r0"] * 3
+    assert reader.records_skipped == 4
+    assert "skipped 4" in caplog.text
+    with pytest.raises(CorruptRecordError, match="in a row"):
+        list(RecordReader(path, "TFRecord", max_corrupted_records_to_skip=1))
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    path = tmp_path / "folder"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        list(RecordReader(path))
+    assert raised.value.filename == str(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"record_format": "CSV"}, "Invalid record format"),
+        ({"record_format": "RecordIO", "max_corrupted_records_to_skip": 1}, "only to TFRecord"),
+        ({"multipart": "glue"}, "multipart"),
+        ({"open_timeout": -1.0}, "open_timeout"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"prefetch": 0}, "prefetch"),
+        ({"max_corrupted_records_to_skip": -1, "record_format": "TFRecord"}, ">= 0"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
+    with pytest.raises(PipeModeDatasetException, match=message):
+        RecordReader(tmp_path / "x", **kwargs)
+
+
+def test_writer_rejects_what_cannot_round_trip(tmp_path):
+    with RecordWriter(tmp_path / "t", "TextLine") as writer, pytest.raises(PipeModeError):
+        writer.write(b"two\nlines")
+    with pytest.raises(PipeModeDatasetException, match="Invalid record format"):
+        RecordWriter(tmp_path / "x", "Parquet")
+    writer = RecordWriter(tmp_path / "closed")
+    writer.close()
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(b"x")
+
+
+def test_writer_takes_any_bytes_like(tmp_path):
+    path = tmp_path / "data"
+    with RecordWriter(path, "TFRecord") as writer:
+        writer.write(bytearray(b"ab"))
+        writer.write(memoryview(b"cd"))
+        writer.write(np.frombuffer(b"ef", dtype=np.uint8))
+    assert list(RecordReader(path, "TFRecord")) == [b"ab", b"cd", b"ef"]
+
+
+def test_writer_to_a_fifo_feeds_a_reader_in_another_thread(tmp_path):
+    path = tmp_path / "channel_0"
+    os.mkfifo(path)
+    records = [os.urandom(n) for n in range(0, 5000, 97)]
+
+    def produce() -> None:
+        with RecordWriter(path, "RecordIO") as writer:
+            for record in records:
+                writer.write(record)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        assert list(RecordReader(path, "RecordIO", open_timeout=10)) == records
+    finally:
+        producer.join()
+
+
+def test_exports():
+    assert pipemode.RecordReader is RecordReader
+    assert pipemode.RecordBatch is RecordBatch
