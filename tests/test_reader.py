@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import pipemode
+import pytest
 from pipemode import (
     CorruptRecordError,
     PipeModeDatasetException,

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Optional, Union
+from typing import Union
 
 from pipemode import _native
 from pipemode._native import RecordBatch
@@ -46,8 +46,8 @@ class RecordReader:
         *,
         max_corrupted_records_to_skip: int = 0,
         multipart: str = "dmlc",
-        open_timeout: Optional[float] = 120.0,
-        name: Optional[str] = None,
+        open_timeout: float | None = 120.0,
+        name: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         buffer_size: int = 1 << 20,
         prefetch: int = 4,
@@ -74,7 +74,7 @@ class RecordReader:
     def path(self) -> str:
         return self._path
 
-    def batches(self, n: Optional[int] = None) -> Iterator[RecordBatch]:
+    def batches(self, n: int | None = None) -> Iterator[RecordBatch]:
         """Yields batches of up to ``n`` records (default: the reader's ``batch_size``).
 
         The batch size is fixed by the first read; asking for another size afterwards is an
@@ -120,9 +120,9 @@ class RecordReader:
 
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -168,7 +168,7 @@ class RecordWriter:
     def path(self) -> str:
         return self._path
 
-    def write(self, record: Union[bytes, bytearray, memoryview]) -> None:
+    def write(self, record: bytes | bytearray | memoryview) -> None:
         self._native.write(record)
 
     def flush(self) -> None:
@@ -186,8 +186,8 @@ class RecordWriter:
 
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
