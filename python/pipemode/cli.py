@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return _train(args)
-    except PipeModeError as error:
+    except (PipeModeError, OSError) as error:
+        # Bad options, sources or files: a message to act on, not a traceback.
         print(f"pipemode {args.command}: error: {error}", file=sys.stderr)
         return 2
