@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,32 @@ def test_an_object_that_vanishes_fails_the_job_without_leaking_credentials(
     captured = capfd.readouterr()
     for text in (captured.out, captured.err, result.failure or "", result.summary()):
         assert _SECRET not in text
+
+
+_READ_RECORDS = """
+from pipemode import RecordReader
+record("records.json", [[r.hex() for r in RecordReader(os.path.join(DATA, f"{c}_{e}"))]
+                        for c in ("plain", "gzipped") for e in (0, 1)])
+"""
+
+
+def test_recordio_wrapping_makes_each_object_one_record(tmp_path: Path, bucket: Any) -> None:
+    from pipemode import encode_example
+
+    examples = [encode_example({"data": bytes([i]) * (i * 7), "labels": [i]}) for i in range(5)]
+    # An object holding RecordIO's magic word: the writer splits it as dmlc does, the reader
+    # joins it back.
+    examples.append(b"a" + struct.pack("<I", 0xCED7230A) + b"b")
+    put(bucket, {f"ex/{i:02d}": e for i, e in enumerate(examples)})
+    put(bucket, {f"gz/{i:02d}.gz": gzip.compress(e) for i, e in enumerate(examples)})
+    entry = script(tmp_path, _READ_RECORDS)
+    channels = [
+        Channel("plain", f"s3://{bucket.name}/ex/", record_wrapping="RecordIO"),
+        Channel(
+            "gzipped", f"s3://{bucket.name}/gz/", record_wrapping="RecordIO", compression="Gzip"
+        ),
+    ]
+    result = run(tmp_path, entry, channels)
+    assert result.exit_code == 0, result.failure
+    expected = [e.hex() for e in examples]
+    assert recorded(result.job_dir, "records.json") == [expected] * 4

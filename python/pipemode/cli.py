@@ -1,4 +1,5 @@
-"""The `pipemode` command: `train` a script through local Pipe Mode."""
+"""The `pipemode` command: `train` a script through local Pipe Mode, and `generate` the
+tutorial's data."""
 
 from __future__ import annotations
 
@@ -62,10 +63,23 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS")
 
 
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    from pipemode.generate import add_arguments
+
+    generate = commands.add_parser(
+        "generate",
+        help="write the Pipe Mode tutorial's synthetic data set",
+        description="Writes records of tf.train.Example with `data` (DIMENSION float64 drawn "
+        "around a class-specific mean) and `labels` (int64), as the SageMaker tutorial's data.",
+    )
+    add_arguments(generate)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pipemode", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     _add_train(commands)
+    _add_generate(commands)
     return root
 
 
@@ -95,7 +109,11 @@ def _train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return _train(args)
+        if args.command == "train":
+            return _train(args)
+        from pipemode.generate import run
+
+        return run(args)
     except (PipeModeError, OSError) as error:
         # Bad options, sources or files: a message to act on, not a traceback.
         print(f"pipemode {args.command}: error: {error}", file=sys.stderr)
