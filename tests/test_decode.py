@@ -214,7 +214,7 @@ def examples_and_spec(draw: st.DrawFn) -> tuple[list[bytes], dict[str, Any], dic
                 items = [value[i].tobytes() for i in np.ndindex(value.shape[:-1])]
                 entry[name] = np.array(items, object)
             elif kind == "string":
-                entry[name] = np.array(np.ravel(value).tolist(), object)
+                entry[name] = np.asarray(value, dtype=object).ravel()
             else:
                 entry[name] = value.ravel()
         records.append(encode_example(entry))

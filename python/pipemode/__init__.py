@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipemode._native import __version__
 from pipemode.channel import PipeModeChannel
-from pipemode.decode import FixedLenFeature, decode_examples, encode_example
+from pipemode.decode import DenseReader, FixedLenFeature, decode_examples, encode_example
 from pipemode.errors import (
     CorruptRecordError,
     PipeModeDatasetException,
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CorruptRecordError",
+    "DenseReader",
     "FixedLenFeature",
     "PipeModeChannel",
     "PipeModeDataset",

@@ -12,6 +12,7 @@ _Path = str | os.PathLike[str]
 __version__: str
 __all__ = [
     "AlignedColumn",
+    "ExampleReader",
     "ExampleSpec",
     "RecordBatch",
     "RecordBatchIterator",
@@ -42,6 +43,46 @@ class AlignedColumn:
 
 def decode_examples(records: Any, spec: ExampleSpec) -> dict[str, np.ndarray[Any, Any]]: ...
 def encode_example(features: Sequence[tuple[bytes, str, Any]]) -> bytes: ...
+
+@final
+class ExampleReader:
+    """Records of a FIFO or file decoded into dense blocks on the reader thread."""
+
+    def __new__(
+        cls,
+        path: _Path,
+        record_format: str,
+        spec: ExampleSpec,
+        *,
+        batch_size: int = 64,
+        batches_per_block: int = 16,
+        max_corrupted_records_to_skip: int = 0,
+        multipart: str = "dmlc",
+        open_timeout: float | None = ...,
+        name: str | None = None,
+        buffer_size: int = ...,
+        prefetch: int = 4,
+    ) -> ExampleReader: ...
+    def next_block(self) -> dict[str, np.ndarray[Any, Any]] | None: ...
+    def close(self) -> None: ...
+    @property
+    def spec(self) -> ExampleSpec: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def batches_per_block(self) -> int: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def records_read(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def records_skipped(self) -> int: ...
+    @property
+    def pipe_wait_seconds(self) -> float: ...
+    @property
+    def consumer_wait_seconds(self) -> float: ...
 
 # --- reader: RecordBatch, RecordReader, RecordWriter ---
 

@@ -16,7 +16,10 @@ records (`pipemode.RecordReader`) and parse those in TF instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from types import TracebackType
 from typing import Any, NamedTuple, Union
 
 import numpy as np
@@ -24,7 +27,9 @@ import numpy as np
 from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
 
-__all__ = ["FixedLenFeature", "decode_examples", "encode_example", "example_spec"]
+__all__ = ["DenseReader", "FixedLenFeature", "decode_examples", "encode_example", "example_spec"]
+
+logger = logging.getLogger("pipemode")
 
 _KINDS = {"int64": "int64", "float32": "float32", "string": "string", "bytes": "string"}
 _UNSUPPORTED = ("VarLenFeature", "SparseFeature", "RaggedFeature", "FixedLenSequenceFeature")
@@ -78,10 +83,10 @@ def _shape(name: str, shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def _default(name: str, kind: str, default: Any) -> list[Any] | None:
+def _default(name: str, kind: str, shape: tuple[int, ...], default: Any) -> list[Any] | None:
     """The default flattened to a list, refusing what TF refuses (floats for an int64)."""
-    # TF takes a default with no values for no default at all: the feature is then required.
-    if default is None or np.size(default) == 0:
+    # TF takes an empty default of an empty shape for no default: the feature is then required.
+    if default is None or (np.size(default) == 0 and 0 in shape):
         return None
     if kind == "string":
         values = np.asarray(default, dtype=object).ravel().tolist()
@@ -139,7 +144,7 @@ def example_spec(
                 )
             raw = _raw_dtype(name, decode_raw[name])
         shape = _shape(name, feature.shape)
-        tuples.append((name, kind, shape, _default(name, kind, feature.default_value), raw))
+        tuples.append((name, kind, shape, _default(name, kind, shape, feature.default_value), raw))
     return _native.ExampleSpec(tuples)
 
 
@@ -203,3 +208,132 @@ def _entry(name: str, value: FeatureValue) -> tuple[bytes, str, Any]:
 
 def _iterable(value: Any) -> Iterable[Any]:
     return value if isinstance(value, Iterable) else [value]
+
+
+Columns = dict[str, np.ndarray]
+
+
+class DenseReader:
+    """Reads a FIFO or file of tf.train.Example records as dense numpy batches.
+
+    ``for batch in reader`` yields ``{name: ndarray[batch_size, *shape]}`` per batch (the last
+    one may be smaller), equal to `tf.io.parse_example` (+ `decode_raw`) on those records.
+    Records are framed and decoded on a native thread, ``batch_size * batches_per_block``
+    at a time; a batch is a view into its block, so it costs no copy. ``reader.blocks()``
+    yields the whole blocks instead. Nothing is opened until the first read. A record that does
+    not decode raises `pipemode.RecordDecodeError` naming the path, record index, byte offset
+    and feature; bad framing raises `pipemode.CorruptRecordError`.
+
+    For PyTorch or JAX: ``torch.from_numpy(batch["data"])`` shares the buffer as it is.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        record_format: str = "RecordIO",
+        *,
+        features: Mapping[str, Any] | _native.ExampleSpec,
+        decode_raw: Mapping[str, Any] | None = None,
+        batch_size: int = 64,
+        batches_per_block: int = 16,
+        max_corrupted_records_to_skip: int = 0,
+        multipart: str = "dmlc",
+        open_timeout: float | None = 120.0,
+        name: str | None = None,
+        buffer_size: int = 1 << 20,
+        prefetch: int = 4,
+    ) -> None:
+        self._path = os.fspath(path)
+        self._name = name
+        # Built now so that a bad spec or option fails here; the reader opens nothing yet.
+        self._native = _native.ExampleReader(
+            self._path,
+            record_format,
+            example_spec(features, decode_raw),
+            batch_size=batch_size,
+            batches_per_block=batches_per_block,
+            max_corrupted_records_to_skip=max_corrupted_records_to_skip,
+            multipart=multipart,
+            open_timeout=open_timeout,
+            name=name,
+            buffer_size=buffer_size,
+            prefetch=prefetch,
+        )
+        self._skipped_reported = 0
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def batch_size(self) -> int:
+        return self._native.batch_size
+
+    @property
+    def spec(self) -> _native.ExampleSpec:
+        return self._native.spec
+
+    def blocks(self) -> Iterator[Columns]:
+        """Yields blocks of ``batch_size * batches_per_block`` rows (the last may be smaller)."""
+        while True:
+            block = self._native.next_block()
+            self._report_skipped()
+            if block is None:
+                return
+            yield block
+
+    def __iter__(self) -> Iterator[Columns]:
+        size = self.batch_size
+        for block in self.blocks():
+            rows = len(next(iter(block.values())))
+            for start in range(0, rows, size):
+                yield {name: column[start : start + size] for name, column in block.items()}
+
+    def _report_skipped(self) -> None:
+        skipped = self._native.records_skipped
+        if skipped > self._skipped_reported:
+            label = f"{self._name} {self._path}" if self._name else self._path
+            logger.warning(
+                "%s: skipped %d corrupt TFRecord record(s) with a bad data CRC (%d in total)",
+                label,
+                skipped - self._skipped_reported,
+                skipped,
+            )
+            self._skipped_reported = skipped
+
+    def close(self) -> None:
+        """Stops reading and closes the FIFO or file (its writer then sees EPIPE)."""
+        self._native.close()
+
+    def __enter__(self) -> DenseReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def records_read(self) -> int:
+        return self._native.records_read
+
+    @property
+    def bytes_read(self) -> int:
+        return self._native.bytes_read
+
+    @property
+    def records_skipped(self) -> int:
+        return self._native.records_skipped
+
+    @property
+    def pipe_wait_seconds(self) -> float:
+        """Seconds the reader thread waited for the path, the FIFO's writer or its data."""
+        return self._native.pipe_wait_seconds
+
+    @property
+    def consumer_wait_seconds(self) -> float:
+        """Seconds the reader thread waited for the consumer to take blocks."""
+        return self._native.consumer_wait_seconds

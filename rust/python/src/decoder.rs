@@ -13,6 +13,8 @@ use pipemode_core::example::{
     Values,
 };
 use pyo3::buffer::PyBuffer;
+
+use crate::errors::to_pyerr;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -24,6 +26,12 @@ pub struct PyExampleSpec {
     names: Vec<Py<PyString>>,
     /// Per feature, the numpy dtype of its column (`None` for byte strings).
     dtypes: Vec<Option<Py<PyArrayDescr>>>,
+}
+
+impl PyExampleSpec {
+    pub fn core(&self) -> &Arc<ExampleSpec> {
+        &self.spec
+    }
 }
 
 /// One feature as `pipemode.decode` hands it over: name, value kind, shape, flattened default
@@ -53,8 +61,7 @@ impl PyExampleSpec {
             });
             dtypes.push(dtype);
         }
-        let spec = ExampleSpec::new(specs)
-            .map_err(|e| exception(py, "PipeModeDatasetException", (e.to_string(),)))?;
+        let spec = ExampleSpec::new(specs).map_err(|e| to_pyerr(py, e))?;
         let names = spec
             .features()
             .iter()
@@ -376,6 +383,7 @@ fn le_words<T, const N: usize>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyExampleSpec>()?;
+    m.add_class::<crate::example_reader::PyExampleReader>()?;
     m.add_class::<AlignedColumn>()?;
     m.add_function(wrap_pyfunction!(decode_examples, m)?)?;
     m.add_function(wrap_pyfunction!(encode_example, m)?)?;

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 mod batch;
 mod decoder;
 mod errors;
+mod example_reader;
 mod reader;
 mod writer;
 

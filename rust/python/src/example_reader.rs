@@ -1,0 +1,171 @@
+//! `ExampleReader`: a [`PrefetchReader`] that decodes tf.train.Example records into dense
+//! blocks on its own thread, so Python receives ready numpy columns, one call per block.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pipemode_core::example::{DenseBlockBuilder, ExampleSpec};
+use pipemode_core::framing::FramingOptions;
+use pipemode_core::source::{SourceOptions, DEFAULT_BUFFER_SIZE};
+use pipemode_core::{Canceller, Error, PrefetchReader, ReaderOptions, ReaderStats};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::decoder::{block_to_dict, PyExampleSpec};
+use crate::errors::to_pyerr;
+use crate::reader::{parse_timeout, positive};
+
+#[pyclass(name = "ExampleReader", module = "pipemode._native", frozen)]
+pub struct PyExampleReader {
+    // A Mutex, as in RecordReader: a thread waiting for a block holds no Python borrow.
+    reader: Mutex<PrefetchReader<DenseBlockBuilder>>,
+    spec: Py<PyExampleSpec>,
+    canceller: Canceller,
+    stats: Arc<ReaderStats>,
+    batch_size: usize,
+    batches_per_block: usize,
+}
+
+impl PyExampleReader {
+    fn lock(&self) -> MutexGuard<'_, PrefetchReader<DenseBlockBuilder>> {
+        self.reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[pymethods]
+impl PyExampleReader {
+    #[new]
+    #[pyo3(signature = (
+        path,
+        record_format,
+        spec,
+        *,
+        batch_size = 64,
+        batches_per_block = 16,
+        max_corrupted_records_to_skip = 0,
+        multipart = "dmlc",
+        open_timeout = Some(120.0),
+        name = None,
+        buffer_size = DEFAULT_BUFFER_SIZE as i64,
+        prefetch = 4,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        record_format: &str,
+        spec: Bound<'_, PyExampleSpec>,
+        batch_size: i64,
+        batches_per_block: i64,
+        max_corrupted_records_to_skip: i64,
+        multipart: &str,
+        open_timeout: Option<f64>,
+        name: Option<String>,
+        buffer_size: i64,
+        prefetch: i64,
+    ) -> PyResult<Self> {
+        let core_spec: Arc<ExampleSpec> = spec.get().core().clone();
+        let build = || -> Result<Self, Error> {
+            let max_skip = u64::try_from(max_corrupted_records_to_skip).map_err(|_| {
+                Error::Config(format!(
+                    "max_corrupted_records_to_skip must be >= 0, not {max_corrupted_records_to_skip}"
+                ))
+            })?;
+            let options = ReaderOptions {
+                format: record_format.parse()?,
+                framing: FramingOptions {
+                    multipart: multipart.parse()?,
+                    max_corrupted_records_to_skip: max_skip,
+                },
+                source: SourceOptions {
+                    open_timeout: parse_timeout(open_timeout)?,
+                    buffer_size: positive("buffer_size", buffer_size)?,
+                },
+                prefetch: positive("prefetch", prefetch)?,
+                name,
+            };
+            let batch_size = positive("batch_size", batch_size)?;
+            let batches_per_block = positive("batches_per_block", batches_per_block)?;
+            let builder = DenseBlockBuilder::new(core_spec, batch_size * batches_per_block);
+            let reader = PrefetchReader::new(path, options, builder)?;
+            Ok(PyExampleReader {
+                canceller: reader.canceller(),
+                stats: reader.stats(),
+                reader: Mutex::new(reader),
+                spec: spec.clone().unbind(),
+                batch_size,
+                batches_per_block,
+            })
+        };
+        build().map_err(|e| to_pyerr(py, e))
+    }
+
+    /// The next block of `batch_size * batches_per_block` decoded records (fewer at the end of
+    /// the stream) as `{name: ndarray}`, or None at the end (and after an error or `close`).
+    fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        match py.detach(|| self.lock().next_batch()) {
+            Ok(Some(block)) => block_to_dict(py, self.spec.get(), block).map(Some),
+            Ok(None) => Ok(None),
+            Err(error) => Err(to_pyerr(py, error)),
+        }
+    }
+
+    /// Stops the reader thread and closes the source, even while another thread waits.
+    fn close(&self, py: Python<'_>) {
+        self.canceller.cancel();
+        py.detach(|| self.lock().close());
+    }
+
+    #[getter]
+    fn spec(&self, py: Python<'_>) -> Py<PyExampleSpec> {
+        self.spec.clone_ref(py)
+    }
+
+    #[getter]
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    #[getter]
+    fn batches_per_block(&self) -> usize {
+        self.batches_per_block
+    }
+
+    /// True once the first read has asked for the source.
+    #[getter]
+    fn started(&self) -> bool {
+        self.lock().started()
+    }
+
+    /// Records decoded so far.
+    #[getter]
+    fn records_read(&self) -> u64 {
+        self.stats.snapshot().records
+    }
+
+    /// Stream bytes framed so far, framing included.
+    #[getter]
+    fn bytes_read(&self) -> u64 {
+        self.stats.snapshot().bytes
+    }
+
+    /// Corrupt records skipped under max_corrupted_records_to_skip.
+    #[getter]
+    fn records_skipped(&self) -> u64 {
+        self.stats.snapshot().records_skipped
+    }
+
+    /// Seconds the reader thread waited for the path, the FIFO's writer, or its data.
+    #[getter]
+    fn pipe_wait_seconds(&self) -> f64 {
+        self.stats.snapshot().source_wait.as_secs_f64()
+    }
+
+    /// Seconds the reader thread waited because the consumer had not taken its blocks.
+    #[getter]
+    fn consumer_wait_seconds(&self) -> f64 {
+        self.stats.snapshot().consumer_wait.as_secs_f64()
+    }
+}

@@ -1,0 +1,100 @@
+"""DenseReader: Example records from real FIFOs and files, decoded on the reader thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from pipemode import (
+    DenseReader,
+    FixedLenFeature,
+    RecordDecodeError,
+    RecordWriter,
+    decode_examples,
+    encode_example,
+)
+
+SPEC = {"data": FixedLenFeature([], "string"), "labels": FixedLenFeature([], "int64")}
+RAW = {"data": "float64"}
+
+
+def tutorial_records(count: int, dim: int = 1024) -> list[bytes]:
+    rng = np.random.default_rng(count)
+    return [
+        encode_example({"data": rng.normal(i % 2 - 1, 1, dim).tobytes(), "labels": [i % 2]})
+        for i in range(count)
+    ]
+
+
+def write(path: Path, records: list[bytes], record_format: str) -> Path:
+    with RecordWriter(path, record_format) as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
+@pytest.mark.parametrize("record_format", ["RecordIO", "TFRecord"])
+def test_batches_from_a_fifo_equal_decoding_every_record(
+    tmp_path: Path, fifo: Callable[..., Path], record_format: str
+) -> None:
+    records = tutorial_records(1000)
+    channel = fifo(write(tmp_path / "data", records, record_format))
+    with DenseReader(
+        channel, record_format, features=SPEC, decode_raw=RAW, batch_size=64, batches_per_block=4
+    ) as reader:
+        batches = list(reader)
+        assert reader.records_read == 1000
+    assert [len(b["labels"]) for b in batches] == [64] * 15 + [40]
+    expected = decode_examples(records, SPEC, RAW)
+    for name in SPEC:
+        np.testing.assert_array_equal(np.concatenate([b[name] for b in batches]), expected[name])
+    for batch in batches:
+        assert batch["data"].ctypes.data % 64 == 0 and batch["data"].shape[1:] == (1024,)
+
+
+def test_blocks_hold_whole_batches_until_the_last(
+    tmp_path: Path, fifo: Callable[..., Path]
+) -> None:
+    channel = fifo(write(tmp_path / "data", tutorial_records(300, dim=4), "RecordIO"))
+    reader = DenseReader(channel, features=SPEC, decode_raw=RAW, batch_size=32, batches_per_block=4)
+    blocks = list(reader.blocks())
+    assert [len(b["labels"]) for b in blocks] == [128, 128, 44]
+    assert blocks[0]["data"].shape == (128, 4) and blocks[0]["data"].dtype == np.float64
+
+
+def test_nothing_is_opened_before_the_first_read(tmp_path: Path) -> None:
+    reader = DenseReader(tmp_path / "not_yet", features=SPEC, open_timeout=0.2)
+    assert not reader._native.started
+    with pytest.raises(TimeoutError):
+        next(iter(reader))
+
+
+def test_a_bad_record_names_path_record_offset_and_feature(
+    tmp_path: Path, fifo: Callable[..., Path]
+) -> None:
+    records = tutorial_records(10, dim=2)
+    records[7] = encode_example({"data": np.zeros(2).tobytes()})  # no labels
+    path = write(tmp_path / "data", records, "RecordIO")
+    # RecordIO: an 8-byte header, then the payload padded to 4 bytes.
+    offset = sum(8 + (len(r) + 3) // 4 * 4 for r in records[:7])
+    reader = DenseReader(fifo(path), features=SPEC, decode_raw=RAW, batch_size=2, name="train")
+    seen = []
+    with pytest.raises(RecordDecodeError) as caught:
+        for batch in reader:
+            seen.extend(batch["labels"].tolist())
+    assert seen == [i % 2 for i in range(7)], "every record before the bad one"
+    error = caught.value
+    assert (error.record, error.offset) == (7, offset)
+    assert "train" in error.path and str(path.parent) in error.path
+    assert "feature 'labels' (int64) is required but missing" in str(error)
+
+
+def test_a_closed_reader_yields_nothing_more(tmp_path: Path, fifo: Callable[..., Path]) -> None:
+    channel = fifo(write(tmp_path / "data", tutorial_records(500, dim=8), "RecordIO"))
+    reader = DenseReader(channel, features=SPEC, decode_raw=RAW, batch_size=16, batches_per_block=1)
+    batches = iter(reader)
+    assert len(next(batches)["labels"]) == 16
+    reader.close()
+    assert list(reader.blocks()) == []
