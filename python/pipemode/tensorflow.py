@@ -1,0 +1,262 @@
+"""PipeModeDataset: a drop-in for `sagemaker_tensorflow.PipeModeDataset` on any TensorFlow 2.x.
+
+Replace `from sagemaker_tensorflow import PipeModeDataset` with
+`from pipemode import PipeModeDataset` and the rest of a training script keeps working.
+
+How records get into TF fast: the Rust reader frames records on its own thread into batches of
+thousands, and each batch crosses into TF in one `from_generator` step, as one string holding
+every payload plus int64 offsets; TF splits it with `tf.strings.substr` and unbatches. One
+Python call per record would cost ~150 µs each, more than reading the record.
+
+With `features=`, tf.train.Example records are decoded in Rust into dense columns, and blocks of
+several batches cross at once and are split into `batch_size` batches inside TF.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from pipemode.channel import DEFAULT_OPEN_TIMEOUT, PathLike, PipeModeChannel
+
+__all__ = ["PipeModeDataset"]
+
+# Records per batch handed from Rust to TF on the raw path: large enough that the one Python
+# call per batch is noise, small enough that a batch of 8 KB records stays a few MB.
+RAW_BATCH_RECORDS = 1024
+
+_RAW_SIGNATURE = (
+    tf.TensorSpec(shape=(), dtype=tf.string),
+    tf.TensorSpec(shape=(None,), dtype=tf.int64),
+)
+
+
+class PipeModeDataset(tf.data.Dataset):
+    """The records of a SageMaker Pipe Mode channel, one epoch per iterator, as a tf.data.Dataset.
+
+    Arguments as `sagemaker_tensorflow.PipeModeDataset`: `channel` and `record_format`
+    (`'RecordIO'`, `'TFRecord'` or `'TextLine'`); `state_dir`, `pipe_dir` and `config_dir` (None:
+    the SageMaker folders, under `SAGEMAKER_BASE_DIR`, `SM_INPUT_DIR` and `SM_INPUT_CONFIG_DIR`
+    when set); `benchmark` prints totals when an epoch ends and `benchmark_records_interval`
+    every that many records; `max_corrupted_records_to_skip` (TFRecord only) skips that many
+    consecutive records whose data CRC is wrong.
+
+    Each element is one record as a scalar `tf.string`. Each iterator (each `repeat` pass, each
+    Keras epoch) reads the channel's next epoch, claimed when it first reads, so an iterator
+    that is never read consumes nothing. `open_timeout` bounds, in seconds, the wait for the
+    epoch's FIFO and its writer.
+
+    The fast path, `features=`: a dict of `tf.io.FixedLenFeature` as for `tf.io.parse_example`,
+    `decode_raw={name: dtype}` for string features holding raw numbers. Examples are decoded in
+    Rust and each element is a batch: a dict of dense tensors `[batch_size, *shape]` (the last
+    batch of an epoch may be shorter), equal to `parse_example` + `decode_raw` over `batch(n)`.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        record_format: str = "RecordIO",
+        state_dir: PathLike | None = None,
+        pipe_dir: PathLike | None = None,
+        config_dir: PathLike | None = None,
+        benchmark: bool = False,
+        benchmark_records_interval: int = 0,
+        max_corrupted_records_to_skip: int = 0,
+        *,
+        features: Mapping[str, Any] | None = None,
+        decode_raw: Mapping[str, Any] | None = None,
+        batch_size: int = 64,
+        open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+    ) -> None:
+        self.channel = PipeModeChannel(
+            channel,
+            record_format,
+            state_dir=state_dir,
+            pipe_dir=pipe_dir,
+            config_dir=config_dir,
+            max_corrupted_records_to_skip=max_corrupted_records_to_skip,
+            open_timeout=open_timeout,
+        )
+        meter = _meter_factory(benchmark, benchmark_records_interval)
+        if features is None:
+            if decode_raw is not None:
+                raise ValueError("decode_raw= needs features=: it names features to decode")
+            pipeline = _raw_records(self.channel, meter)
+        else:
+            pipeline = _dense_batches(self.channel, meter, features, decode_raw, batch_size)
+        # The composed pipeline does the work; this class gives it the incumbent's name and
+        # constructor so `isinstance(ds, PipeModeDataset)` and every Dataset method still work.
+        self._pipeline = pipeline
+        super().__init__(pipeline._variant_tensor)
+
+    def _inputs(self) -> list[tf.data.Dataset]:
+        return [self._pipeline]
+
+    @property
+    def element_spec(self) -> Any:
+        return self._pipeline.element_spec
+
+
+def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.data.Dataset:
+    def generate() -> Iterator[tuple[bytes, np.ndarray]]:
+        # A generator's body runs on its first next(): the epoch is claimed on the first read.
+        epoch = channel.claim_next_epoch()
+        reader = channel.open_reader(epoch)
+        try:
+            for batch in meter(channel.describe(epoch)).watch(reader.batches(RAW_BATCH_RECORDS)):
+                yield batch.to_bytes(), batch.offsets
+        finally:
+            reader.close()
+
+    return records_from_batches(generate)
+
+
+def records_from_batches(generate: Callable[[], Iterator[tuple[bytes, Any]]]) -> tf.data.Dataset:
+    """One scalar string per record from a generator of (payloads, int64 offsets[n + 1])."""
+    batches = tf.data.Dataset.from_generator(generate, output_signature=_RAW_SIGNATURE)
+    return batches.map(_split_payload).unbatch()
+
+
+def _split_payload(payload: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    # substr broadcasts the one scalar payload over the vectors of starts and lengths.
+    return tf.strings.substr(payload, offsets[:-1], offsets[1:] - offsets[:-1])
+
+
+def _dense_batches(
+    channel: PipeModeChannel,
+    meter: Callable[[str], Any],
+    features: Mapping[str, Any],
+    decode_raw: Mapping[str, Any] | None,
+    batch_size: int,
+) -> tf.data.Dataset:
+    from pipemode.decode import DenseReader
+
+    signature = _dense_signature(features, decode_raw or {})
+
+    def generate() -> Iterator[dict[str, np.ndarray]]:
+        epoch = channel.claim_next_epoch()
+        reader = DenseReader(
+            epoch.path,
+            channel.record_format,
+            features=features,
+            decode_raw=decode_raw,
+            batch_size=batch_size,
+            max_corrupted_records_to_skip=channel.max_corrupted_records_to_skip,
+            open_timeout=channel.open_timeout,
+            name=channel.describe(epoch),
+        )
+        try:
+            for block in meter(channel.describe(epoch)).watch(reader.blocks()):
+                yield from _stack_batches(block, batch_size)
+        finally:
+            reader.close()
+
+    blocks = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return blocks.unbatch()
+
+
+def _stack_batches(
+    block: dict[str, np.ndarray], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """Reshapes a block of rows into `[k, batch_size, ...]`, plus `[1, rest, ...]` at the end.
+
+    Reshaping a leading slice is a view, so the decoder's 64-byte aligned columns reach TF
+    without a copy; only an epoch's last, partial batch may be copied.
+    """
+    rows = len(next(iter(block.values())))
+    whole = rows - rows % batch_size
+    if whole:
+        yield {
+            name: column[:whole].reshape(whole // batch_size, batch_size, *column.shape[1:])
+            for name, column in block.items()
+        }
+    if whole < rows:
+        yield {name: column[None, whole:] for name, column in block.items()}
+
+
+def _dense_signature(
+    features: Mapping[str, Any], decode_raw: Mapping[str, Any]
+) -> dict[str, tf.TensorSpec]:
+    """The spec of one block: `[batches, rows, *shape]`, one more axis for decoded raw bytes."""
+    signature = {}
+    for name, feature in features.items():
+        shape = list(feature.shape)
+        dtype = tf.as_dtype(feature.dtype)
+        if name in decode_raw:
+            shape.append(None)
+            dtype = tf.as_dtype(decode_raw[name])
+        signature[name] = tf.TensorSpec(shape=[None, None, *shape], dtype=dtype)
+    return signature
+
+
+class _Meter:
+    """Counts what an epoch delivers and where its time goes: waiting on the pipe or on TF."""
+
+    def __init__(self, name: str, interval: int, report_at_end: bool) -> None:
+        self.name = name
+        self.interval = interval
+        self.report_at_end = report_at_end
+        self.records = 0
+        self.bytes = 0
+        self.pipe_wait = 0.0
+        self.tf_wait = 0.0
+        self.next_report = interval
+
+    def watch(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Passes `batches` through, timing the reader (next) and the consumer (yield)."""
+        self.start = time.perf_counter()
+        iterator = iter(batches)
+        try:
+            while True:
+                before = time.perf_counter()
+                batch = next(iterator, None)
+                after = time.perf_counter()
+                self.pipe_wait += after - before
+                if batch is None:
+                    break
+                self._count(batch)
+                yield batch
+                self.tf_wait += time.perf_counter() - after
+        finally:
+            if self.report_at_end:
+                self.report("epoch done")
+
+    def _count(self, batch: Any) -> None:
+        if isinstance(batch, dict):
+            columns = batch.values()
+            self.records += len(next(iter(columns)))
+            self.bytes += sum(column.nbytes for column in columns)
+        else:
+            self.records += len(batch)
+            self.bytes += int(batch.offsets[-1])
+        if self.interval and self.records >= self.next_report:
+            self.report("progress")
+            self.next_report = (self.records // self.interval + 1) * self.interval
+
+    def report(self, what: str) -> None:
+        seconds = time.perf_counter() - self.start
+        rate = self.bytes / seconds / 1e6 if seconds > 0 else 0.0
+        # Printed, as sagemaker_tensorflow did: the user asked for it with benchmark=.
+        print(
+            f"PipeModeDataset {self.name} {what}: {self.records} records, {self.bytes} bytes "
+            f"in {seconds:.3f} s ({rate:.1f} MB/s); waited {self.pipe_wait:.3f} s on the pipe, "
+            f"{self.tf_wait:.3f} s on TensorFlow",
+            file=sys.stdout,
+            flush=True,
+        )
+
+
+class _NoMeter:
+    def watch(self, batches: Iterable[Any]) -> Iterable[Any]:
+        return batches
+
+
+def _meter_factory(benchmark: bool, interval: int) -> Callable[[str], Any]:
+    if not benchmark and interval <= 0:
+        return lambda name: _NoMeter()
+    return lambda name: _Meter(name, interval, report_at_end=benchmark)
