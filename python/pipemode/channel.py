@@ -155,13 +155,14 @@ class PipeModeChannel:
         """The next epoch's records, claimed only when first read (see `ChannelEpoch`)."""
         return ChannelEpoch(self, batch_size)
 
-    def open_reader(self, epoch: Epoch) -> RecordReader:
+    def open_reader(self, epoch: Epoch, batch_size: int = 1024) -> RecordReader:
         """A `RecordReader` over a claimed epoch's FIFO, with this channel's options."""
         from pipemode.reader import RecordReader
 
         return RecordReader(
             epoch.path,
             self.record_format,
+            batch_size=batch_size,
             max_corrupted_records_to_skip=self.max_corrupted_records_to_skip,
             open_timeout=self.open_timeout,
             name=self.describe(epoch),
@@ -228,9 +229,9 @@ class ChannelEpoch:
                 "ask the channel for the next epoch"
             )
         self.epoch = self.channel.claim_next_epoch()
-        reader = self.channel.open_reader(self.epoch)
+        reader = self.channel.open_reader(self.epoch, self.batch_size)
         try:
-            yield from reader.batches(self.batch_size)
+            yield from reader.batches()
         finally:
             reader.close()
 

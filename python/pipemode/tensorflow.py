@@ -106,9 +106,9 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
     def generate() -> Iterator[tuple[bytes, np.ndarray]]:
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
         epoch = channel.claim_next_epoch()
-        reader = channel.open_reader(epoch)
+        reader = channel.open_reader(epoch, RAW_BATCH_RECORDS)
         try:
-            for batch in meter(channel.describe(epoch)).watch(reader.batches(RAW_BATCH_RECORDS)):
+            for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
                 yield batch.to_bytes(), batch.offsets
         finally:
             reader.close()
@@ -151,7 +151,7 @@ def _dense_batches(
             name=channel.describe(epoch),
         )
         try:
-            for block in meter(channel.describe(epoch)).watch(reader.blocks()):
+            for block in meter(channel.describe(epoch)).watch(reader, reader.blocks()):
                 yield from _stack_batches(block, batch_size)
         finally:
             reader.close()
@@ -195,64 +195,47 @@ def _dense_signature(
 
 
 class _Meter:
-    """Counts what an epoch delivers and where its time goes: waiting on the pipe or on TF."""
+    """Reports what an epoch's reader delivered and where its time went, from its counters.
+
+    The reader thread counts the seconds it waited on the pipe (for data) and on TensorFlow
+    (for room in its queue): which one dominates says whether the input or the model is slow.
+    """
 
     def __init__(self, name: str, interval: int, report_at_end: bool) -> None:
         self.name = name
         self.interval = interval
         self.report_at_end = report_at_end
-        self.records = 0
-        self.bytes = 0
-        self.pipe_wait = 0.0
-        self.tf_wait = 0.0
-        self.next_report = interval
 
-    def watch(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """Passes `batches` through, timing the reader (next) and the consumer (yield)."""
-        self.start = time.perf_counter()
-        iterator = iter(batches)
+    def watch(self, reader: Any, batches: Iterable[Any]) -> Iterator[Any]:
+        started = time.perf_counter()
+        next_report = self.interval
         try:
-            while True:
-                before = time.perf_counter()
-                batch = next(iterator, None)
-                after = time.perf_counter()
-                self.pipe_wait += after - before
-                if batch is None:
-                    break
-                self._count(batch)
+            for batch in batches:
                 yield batch
-                self.tf_wait += time.perf_counter() - after
+                if self.interval and reader.records_read >= next_report:
+                    self.report(reader, "progress", started)
+                    next_report = (reader.records_read // self.interval + 1) * self.interval
         finally:
             if self.report_at_end:
-                self.report("epoch done")
+                self.report(reader, "epoch done", started)
 
-    def _count(self, batch: Any) -> None:
-        if isinstance(batch, dict):
-            columns = batch.values()
-            self.records += len(next(iter(columns)))
-            self.bytes += sum(column.nbytes for column in columns)
-        else:
-            self.records += len(batch)
-            self.bytes += int(batch.offsets[-1])
-        if self.interval and self.records >= self.next_report:
-            self.report("progress")
-            self.next_report = (self.records // self.interval + 1) * self.interval
-
-    def report(self, what: str) -> None:
-        seconds = time.perf_counter() - self.start
-        rate = self.bytes / seconds / 1e6 if seconds > 0 else 0.0
+    def report(self, reader: Any, what: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        megabytes = reader.bytes_read / 1e6
+        rate = megabytes / seconds if seconds > 0 else 0.0
         # Printed, as sagemaker_tensorflow did: the user asked for it with benchmark=.
         print(
-            f"PipeModeDataset {self.name} {what}: {self.records} records, {self.bytes} bytes "
-            f"in {seconds:.3f} s ({rate:.1f} MB/s); waited {self.pipe_wait:.3f} s on the pipe, "
-            f"{self.tf_wait:.3f} s on TensorFlow",
+            f"PipeModeDataset {self.name} {what}: {reader.records_read} records, "
+            f"{megabytes:.1f} MB in {seconds:.3f} s ({rate:.1f} MB/s); waited "
+            f"{reader.pipe_wait_seconds:.3f} s on the pipe, "
+            f"{reader.consumer_wait_seconds:.3f} s on TensorFlow",
             file=sys.stdout,
             flush=True,
         )
 
 
 class _NoMeter:
-    def watch(self, batches: Iterable[Any]) -> Iterable[Any]:
+    def watch(self, reader: Any, batches: Iterable[Any]) -> Iterable[Any]:
         return batches
 
 
