@@ -35,11 +35,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from pipemode import PipeModeDataset  # noqa: E402
-from pipemode.tensorflow import records_from_batches  # noqa: E402
+import numpy as np
+import tensorflow as tf
+from pipemode import PipeModeDataset
+from pipemode.tensorflow import records_from_batches
 
 DIMENSION = 1024
 FEATURES = {
@@ -202,7 +201,8 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import tensorflow as tf
 from sagemaker_tensorflow import PipeModeDataset
 dirs, kind = json.loads(sys.argv[1]), sys.argv[2]
-features = {"data": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.FixedLenFeature([], tf.int64)}
+features = {"data": tf.io.FixedLenFeature([], tf.string),
+            "labels": tf.io.FixedLenFeature([], tf.int64)}
 def single(r):
     p = tf.io.parse_single_example(r, features)
     return tf.io.decode_raw(p["data"], tf.float64), p["labels"]
@@ -332,7 +332,8 @@ def main() -> None:
         if job is not None:
             job.close()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\nbench process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    print(f"\nbench process peak RSS {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from pipemode import PipeModeChannel, PipeModeDatasetException
+from pipemode import CorruptRecordError, PipeModeChannel, PipeModeDatasetException
 from pipemode.channel import default_config_dir, default_pipe_dir, default_state_dir
 
 
@@ -188,3 +189,38 @@ def test_an_unread_epoch_claims_nothing(pipe_job):
     epoch.batches()
     assert epoch.epoch is None
     assert channel.peek_next_epoch() == 0
+
+
+def _recordio(records: list[bytes]) -> bytes:
+    return b"".join(
+        struct.pack("<II", 0xCED7230A, len(r)) + r + b"\0" * (-len(r) % 4) for r in records
+    )
+
+
+def test_epochs_read_without_tensorflow(pipe_job):
+    pipe_job.add_channel("train")
+    epochs = [[f"epoch {n} record {i}".encode() for i in range(3000)] for n in range(2)]
+    for n, records in enumerate(epochs):
+        pipe_job.feed("train", n, _recordio(records))
+    channel = PipeModeChannel("train", **pipe_job.dirs())
+    first = channel.next_epoch()
+    assert list(first) == epochs[0]
+    assert first.epoch == (0, pipe_job.pipe_dir / "train_0")
+    second = channel.next_epoch(batch_size=500)
+    assert [len(batch) for batch in second.batches()] == [500] * 6
+    assert second.epoch.index == 1
+    with pytest.raises(PipeModeDatasetException, match=r"epoch 1 .* was already read"):
+        list(second)
+    assert channel.peek_next_epoch() == 2
+
+
+def test_epoch_errors_name_channel_epoch_and_offset(pipe_job):
+    pipe_job.add_channel("train")
+    fifo = pipe_job.feed("train", 0, _recordio([b"whole", b"x" * 100])[:-20])
+    channel = PipeModeChannel("train", **pipe_job.dirs())
+    with pytest.raises(CorruptRecordError) as raised:
+        list(channel.next_epoch())
+    message = str(raised.value)
+    assert "channel 'train' epoch 0" in message
+    assert str(fifo) in message
+    assert raised.value.offset == 16

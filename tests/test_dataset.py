@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from pipemode import PipeModeDatasetException
 
 tf = pytest.importorskip("tensorflow")
@@ -293,7 +292,7 @@ def test_keras_fit_reads_one_fifo_per_epoch_then_evaluates_and_exports(pipe_job,
     assert len(history.history["loss"]) == 3
     assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"3"
 
-    loss, accuracy = model.evaluate(batches("eval"), verbose=0)
+    _, accuracy = model.evaluate(batches("eval"), verbose=0)
     assert accuracy > 0.8  # it learned: the data arrived whole and in order with its labels
     assert (pipe_job.state_dir / ".eval-pipe_mode-state").read_bytes() == b"1"
 

@@ -169,8 +169,8 @@ class PipeModeChannel:
         )
 
     def describe(self, epoch: Epoch) -> str:
-        """How errors name an epoch: the channel, the epoch and its FIFO."""
-        return f"channel {self.channel!r} epoch {epoch.index} ({epoch.path})"
+        """How messages name an epoch (the reader adds its FIFO's path)."""
+        return f"channel {self.channel!r} epoch {epoch.index}"
 
     def __repr__(self) -> str:
         return (
@@ -225,7 +225,7 @@ class ChannelEpoch:
     def batches(self) -> Iterator[RecordBatch]:
         if self.epoch is not None:
             raise PipeModeDatasetException(
-                f"{self.channel.describe(self.epoch)} was already read; "
+                f"{self.channel.describe(self.epoch)} ({self.epoch.path}) was already read; "
                 "ask the channel for the next epoch"
             )
         self.epoch = self.channel.claim_next_epoch()

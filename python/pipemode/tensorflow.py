@@ -134,8 +134,10 @@ def _dense_batches(
     decode_raw: Mapping[str, Any] | None,
     batch_size: int,
 ) -> tf.data.Dataset:
-    from pipemode.decode import DenseReader
+    from pipemode.decode import DenseReader, example_spec
 
+    # Checked now, so a bad spec fails at construction, before any epoch is claimed.
+    spec = example_spec(features, decode_raw)
     signature = _dense_signature(features, decode_raw or {})
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
@@ -143,8 +145,7 @@ def _dense_batches(
         reader = DenseReader(
             epoch.path,
             channel.record_format,
-            features=features,
-            decode_raw=decode_raw,
+            features=spec,
             batch_size=batch_size,
             max_corrupted_records_to_skip=channel.max_corrupted_records_to_skip,
             open_timeout=channel.open_timeout,

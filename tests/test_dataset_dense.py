@@ -1,0 +1,124 @@
+"""PipeModeDataset(features=...): Examples decoded in Rust equal TF's parse_example, end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+from pipemode import PipeModeDataset  # noqa: E402  (needs TensorFlow)
+from test_dataset import recordio, tfrecord  # noqa: E402
+
+pytestmark = pytest.mark.tf
+
+FEATURES = {
+    "data": tf.io.FixedLenFeature([], tf.string),
+    "labels": tf.io.FixedLenFeature([], tf.int64),
+    "weights": tf.io.FixedLenFeature([3], tf.float32),
+    "tag": tf.io.FixedLenFeature([], tf.string),
+    "optional": tf.io.FixedLenFeature([2], tf.int64, default_value=[7, 8]),
+}
+DECODE_RAW = {"data": tf.float64}
+
+
+def examples(count: int, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(count):
+        feature = {
+            "data": _bytes(rng.normal(size=16).tobytes()),
+            "labels": _ints([i % 3]),
+            "weights": tf.train.Feature(float_list=tf.train.FloatList(value=rng.random(3))),
+            "tag": _bytes(f"tag {i}".encode() * (i % 4)),
+            "ignored": _ints([1, 2, 3]),
+        }
+        if i % 5:
+            feature["optional"] = _ints([i, -i])
+        records.append(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
+    return records
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _ints(values: list[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def parse_as_tf_does(records: list[bytes], batch_size: int) -> list[dict[str, np.ndarray]]:
+    def parse(batch):
+        parsed = tf.io.parse_example(batch, FEATURES)
+        parsed["data"] = tf.io.decode_raw(parsed["data"], tf.float64)
+        return parsed
+
+    dataset = tf.data.Dataset.from_tensor_slices(records).batch(batch_size).map(parse)
+    return [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+
+
+def assert_batches_equal(ours: list[dict], theirs: list[dict]) -> None:
+    assert [len(b["labels"]) for b in ours] == [len(b["labels"]) for b in theirs]
+    for mine, expected in zip(ours, theirs):
+        assert mine.keys() == expected.keys()
+        for name in expected:
+            assert mine[name].dtype == expected[name].dtype, name
+            np.testing.assert_array_equal(mine[name], expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("record_format", "encode"), [("RecordIO", recordio), ("TFRecord", tfrecord)]
+)
+@pytest.mark.parametrize("batch_size", [64, 7])
+def test_dense_batches_equal_parse_example(pipe_job, record_format, encode, batch_size):
+    pipe_job.add_channel("train")
+    records = examples(1000)  # several blocks, and a last batch that is not full
+    pipe_job.feed("train", 0, encode(records))
+    dataset = PipeModeDataset(
+        "train",
+        record_format,
+        features=FEATURES,
+        decode_raw=DECODE_RAW,
+        batch_size=batch_size,
+        **pipe_job.dirs(),
+    )
+    assert dataset.element_spec == {
+        "data": tf.TensorSpec([None, None], tf.float64),
+        "labels": tf.TensorSpec([None], tf.int64),
+        "weights": tf.TensorSpec([None, 3], tf.float32),
+        "tag": tf.TensorSpec([None], tf.string),
+        "optional": tf.TensorSpec([None, 2], tf.int64),
+    }
+    ours = [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+    assert_batches_equal(ours, parse_as_tf_does(records, batch_size))
+
+
+def test_dense_epochs_follow_the_counter(pipe_job):
+    pipe_job.add_channel("train")
+    first, second = examples(100, seed=1), examples(30, seed=2)
+    pipe_job.feed("train", 0, recordio(first))
+    pipe_job.feed("train", 1, recordio(second))
+    dataset = PipeModeDataset(
+        "train", features=FEATURES, decode_raw=DECODE_RAW, **pipe_job.dirs()
+    ).repeat(2)
+    ours = [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+    assert_batches_equal(ours, parse_as_tf_does(first, 64) + parse_as_tf_does(second, 64))
+
+
+def test_a_missing_feature_is_an_error_naming_it(pipe_job):
+    pipe_job.add_channel("train")
+    fifo = pipe_job.feed("train", 0, recordio(examples(10)))
+    features = {**FEATURES, "absent": tf.io.FixedLenFeature([], tf.int64)}
+    dataset = PipeModeDataset("train", features=features, decode_raw=DECODE_RAW, **pipe_job.dirs())
+    with pytest.raises(tf.errors.OpError) as raised:
+        list(dataset)
+    assert "absent" in raised.value.message
+    assert str(fifo) in raised.value.message
+
+
+def test_unsupported_features_are_rejected_at_construction(pipe_job):
+    pipe_job.add_channel("train")
+    with pytest.raises((TypeError, ValueError), match="VarLenFeature"):
+        PipeModeDataset("train", features={"x": tf.io.VarLenFeature(tf.int64)}, **pipe_job.dirs())
+    assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"0"
