@@ -229,7 +229,14 @@ pub struct Input {
 enum Kind {
     Mapped(Option<Mmap>),
     Bytes(Vec<u8>),
-    Stream { file: File, buf: Vec<u8> },
+    Stream { from: StreamFrom, buf: Vec<u8> },
+}
+
+enum StreamFrom {
+    /// A FIFO or other non-regular file, read `O_NONBLOCK` with `poll` so waits can be cancelled.
+    Fd(File),
+    /// Any blocking reader: in-process pipes, decompressors, tests that vary the read sizes.
+    Read(Box<dyn io::Read + Send>),
 }
 
 impl Input {
@@ -278,7 +285,7 @@ impl Input {
     ) -> Input {
         Input {
             kind: Kind::Stream {
-                file,
+                from: StreamFrom::Fd(file),
                 buf: vec![0; buffer_size],
             },
             label: label.to_owned(),
@@ -288,6 +295,24 @@ impl Input {
             eof: false,
             cancel,
             stats,
+        }
+    }
+
+    /// A stream read from any blocking reader through a buffer of `buffer_size` bytes (which
+    /// grows for records larger than that).
+    pub fn from_read(reader: Box<dyn io::Read + Send>, label: &str, buffer_size: usize) -> Input {
+        Input {
+            kind: Kind::Stream {
+                from: StreamFrom::Read(reader),
+                buf: vec![0; buffer_size.max(1)],
+            },
+            label: label.to_owned(),
+            start: 0,
+            end: 0,
+            offset: 0,
+            eof: false,
+            cancel: Arc::default(),
+            stats: Arc::default(),
         }
     }
 
@@ -361,7 +386,7 @@ impl Input {
 
     #[cold]
     fn fill_slow(&mut self, need: usize) -> Result<usize> {
-        let Kind::Stream { file, buf } = &mut self.kind else {
+        let Kind::Stream { from, buf } = &mut self.kind else {
             unreachable!("mapped and in-memory inputs are always at eof");
         };
         while self.end - self.start < need && !self.eof {
@@ -380,12 +405,17 @@ impl Input {
                     buf.resize(grown, 0);
                 }
             }
-            match read_some(file, &mut buf[self.end..], &self.cancel, &self.stats) {
+            let read = match from {
+                StreamFrom::Fd(file) => {
+                    read_some(file, &mut buf[self.end..], &self.cancel, &self.stats)
+                }
+                StreamFrom::Read(reader) => reader.read(&mut buf[self.end..]),
+            };
+            match read {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    return Err(cancelled(&self.label))
-                }
+                // Retried unless it was the cancel flag that interrupted the wait.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_error(&self.label, e)),
             }
         }

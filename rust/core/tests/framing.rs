@@ -1,0 +1,346 @@
+//! Properties of the framers: written records read back exactly, in any read-size pattern;
+//! truncated and arbitrary streams give records or an error, never a panic or a wrong record.
+
+mod common;
+
+use common::*;
+use pipemode_core::framing::{masked_crc32c, FramingOptions, RECORDIO_MAGIC};
+use pipemode_core::source::Input;
+use pipemode_core::{Error, Format, Multipart};
+use proptest::prelude::*;
+
+fn records_for(format: Format) -> BoxedStrategy<Vec<Vec<u8>>> {
+    let magic = RECORDIO_MAGIC.to_le_bytes().to_vec();
+    // Records that often hold the RecordIO magic word, aligned or not, to exercise multipart.
+    let byte_soup = prop::collection::vec(
+        prop_oneof![
+            4 => prop::collection::vec(any::<u8>(), 0..40),
+            1 => Just(magic.clone()),
+            1 => Just(b"\n".to_vec()),
+        ],
+        0..6,
+    )
+    .prop_map(|pieces| pieces.concat());
+    let record = prop_oneof![8 => byte_soup, 1 => prop::collection::vec(any::<u8>(), 0..5000)];
+    let records = prop::collection::vec(record, 0..20);
+    if format == Format::TextLine {
+        records
+            .prop_map(|rs| {
+                rs.into_iter()
+                    .map(|r| r.into_iter().filter(|&b| b != b'\n').collect())
+                    .collect()
+            })
+            .boxed()
+    } else {
+        records.boxed()
+    }
+}
+
+fn format_strategy() -> impl Strategy<Value = Format> {
+    prop::sample::select(FORMATS.to_vec())
+}
+
+fn is_corrupt(error: &Error) -> bool {
+    matches!(error, Error::Corrupt { .. })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn records_round_trip(
+        (format, records) in format_strategy().prop_flat_map(|f| (Just(f), records_for(f))),
+    ) {
+        let data = encode(format, &records);
+        let (read, error) = frame_bytes(format, &data);
+        prop_assert!(error.is_none(), "{error:?}");
+        prop_assert_eq!(read, records);
+    }
+
+    #[test]
+    fn round_trip_through_any_read_sizes(
+        (format, records) in format_strategy().prop_flat_map(|f| (Just(f), records_for(f))),
+        sizes in prop::collection::vec(1usize..300, 1..5),
+        buffer in 1usize..64,
+    ) {
+        let data = encode(format, &records);
+        let (read, error) = frame_chunked(format, &data, sizes, buffer);
+        prop_assert!(error.is_none(), "{error:?}");
+        prop_assert_eq!(read, records);
+    }
+
+    /// Every cut of a stream gives a prefix of its records, then a clean end exactly when the
+    /// cut falls on a record boundary and a Corrupt error otherwise. TextLine has no framing to
+    /// break: a cut stream is split like any other text.
+    #[test]
+    fn truncation_gives_a_prefix_then_an_error(
+        (format, records) in format_strategy().prop_flat_map(|f| (Just(f), records_for(f))),
+        cut_fraction in 0.0f64..1.0,
+    ) {
+        let data = encode(format, &records);
+        let cut = (data.len() as f64 * cut_fraction) as usize;
+        let (read, error) = frame_bytes(format, &data[..cut]);
+        if format == Format::TextLine {
+            prop_assert!(error.is_none());
+            prop_assert_eq!(read, split_lines(&data[..cut]));
+        } else {
+            prop_assert!(read.len() <= records.len());
+            prop_assert_eq!(&read[..], &records[..read.len()]);
+            let boundary = encode(format, &read).len() == cut;
+            match error {
+                None => prop_assert!(boundary, "a cut inside a record at {cut} ended cleanly"),
+                Some(e) => prop_assert!(is_corrupt(&e) && !boundary, "{e:?}"),
+            }
+        }
+    }
+
+    /// One flipped byte in a TFRecord stream is caught by a CRC: never a changed record.
+    #[test]
+    fn tfrecord_detects_any_flipped_byte(
+        records in records_for(Format::TfRecord).prop_filter("non-empty", |r| !r.is_empty()),
+        at_fraction in 0.0f64..1.0,
+        flip in 1u8..=255,
+    ) {
+        let mut data = encode(Format::TfRecord, &records);
+        let at = ((data.len() as f64) * at_fraction) as usize;
+        data[at] ^= flip;
+        let (read, error) = frame_bytes(Format::TfRecord, &data);
+        prop_assert_eq!(&read[..], &records[..read.len()]);
+        prop_assert!(error.is_some());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        format in format_strategy(),
+        data in prop::collection::vec(any::<u8>(), 0..2000),
+        sizes in prop::collection::vec(1usize..100, 1..4),
+    ) {
+        let whole = frame_bytes(format, &data);
+        let chunked = frame_chunked(format, &data, sizes, 16);
+        prop_assert_eq!(whole.0, chunked.0);
+        prop_assert_eq!(whole.1.is_some(), chunked.1.is_some());
+    }
+
+    /// Streams that start like valid RecordIO then go wrong, so the fuzzing reaches past the
+    /// magic check: multipart flags, lengths and padding.
+    #[test]
+    fn arbitrary_recordio_headers_never_panic(
+        parts in prop::collection::vec((0u32..8, 0u32..64, prop::collection::vec(any::<u8>(), 0..70)), 0..8),
+    ) {
+        let mut data = Vec::new();
+        for (cflag, length, payload) in parts {
+            data.extend_from_slice(&RECORDIO_MAGIC.to_le_bytes());
+            data.extend_from_slice(&((cflag << 29) | length).to_le_bytes());
+            data.extend_from_slice(&payload);
+        }
+        let _ = frame_bytes(Format::RecordIo, &data);
+        let _ = frame_chunked(Format::RecordIo, &data, vec![3, 7], 4);
+    }
+}
+
+#[test]
+fn masked_crc_matches_the_reference_values() {
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    // From TensorFlow's crc32c_test: Mask(Value("foo")) round trips through Unmask.
+    let crc = crc32c::crc32c(b"foo");
+    let masked = masked_crc32c(b"foo");
+    let unmasked = masked.wrapping_sub(0xa282_ead8).rotate_left(15);
+    assert_eq!(unmasked, crc);
+}
+
+#[test]
+fn tfrecord_matches_tensorflow_bytes() {
+    // tf.io.TFRecordWriter writing b"hello" produces exactly these 21 bytes.
+    let data = encode(Format::TfRecord, &[b"hello".to_vec()]);
+    let mut expected = 5u64.to_le_bytes().to_vec();
+    expected.extend_from_slice(&masked_crc32c(&5u64.to_le_bytes()).to_le_bytes());
+    expected.extend_from_slice(b"hello");
+    expected.extend_from_slice(&masked_crc32c(b"hello").to_le_bytes());
+    assert_eq!(data, expected);
+}
+
+#[test]
+fn recordio_splits_on_aligned_magic_only_as_dmlc_does() {
+    let magic = RECORDIO_MAGIC.to_le_bytes();
+    let record = [b"abcd".as_slice(), &magic, b"ef", &magic].concat(); // 2nd magic unaligned
+    let data = encode(Format::RecordIo, std::slice::from_ref(&record));
+    let lrecord = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    assert_eq!(lrecord(4), (1 << 29) | 4); // first part: "abcd"
+    assert_eq!(lrecord(16), (3 << 29) | 6); // last part: "ef" + unaligned magic
+    assert_eq!(data.len(), 8 + 4 + 8 + 8);
+    assert_eq!(frame_bytes(Format::RecordIo, &data).0, vec![record.clone()]);
+
+    // The incumbent's plain join drops the magic word the writer split on.
+    let (concat, error) = frame_all(
+        Input::from_bytes(data, "memory"),
+        Format::RecordIo,
+        FramingOptions {
+            multipart: Multipart::Concat,
+            max_corrupted_records_to_skip: 0,
+        },
+    );
+    assert!(error.is_none());
+    assert_eq!(concat, vec![[b"abcd".as_slice(), b"ef", &magic].concat()]);
+}
+
+#[test]
+fn recordio_record_of_only_magic_words() {
+    let magic = RECORDIO_MAGIC.to_le_bytes();
+    for n in 1..4 {
+        let record = magic.repeat(n);
+        let data = encode(Format::RecordIo, &[record.clone(), Vec::new()]);
+        assert_eq!(
+            frame_bytes(Format::RecordIo, &data).0,
+            vec![record, Vec::new()]
+        );
+    }
+}
+
+#[test]
+fn recordio_errors_say_what_was_wrong_and_where() {
+    let good = encode(Format::RecordIo, &[b"abc".to_vec()]);
+    let mut bad_magic = good.clone();
+    bad_magic.extend_from_slice(&[0u8; 8]);
+    let error = frame_bytes(Format::RecordIo, &bad_magic).1.unwrap();
+    assert_eq!(error.offset(), Some(12));
+    assert!(
+        error
+            .to_string()
+            .contains("bad magic 0x00000000, expected 0xced7230a"),
+        "{error}"
+    );
+    assert!(error
+        .to_string()
+        .starts_with("memory: corrupt RecordIO stream at byte offset 12"));
+
+    let last_without_first = [RECORDIO_MAGIC.to_le_bytes(), (3u32 << 29).to_le_bytes()].concat();
+    let error = frame_bytes(Format::RecordIo, &last_without_first)
+        .1
+        .unwrap();
+    assert!(
+        error.to_string().contains("last part without a first part"),
+        "{error}"
+    );
+
+    let first_only = [RECORDIO_MAGIC.to_le_bytes(), (1u32 << 29).to_le_bytes()].concat();
+    let error = frame_bytes(Format::RecordIo, &first_only).1.unwrap();
+    assert!(error.to_string().contains("truncated multipart"), "{error}");
+
+    let first_then_whole = [first_only.clone(), good.clone()].concat();
+    let error = frame_bytes(Format::RecordIo, &first_then_whole).1.unwrap();
+    assert!(
+        error.to_string().contains("whole-record part inside"),
+        "{error}"
+    );
+    assert_eq!(error.offset(), Some(8));
+}
+
+#[test]
+fn absurd_recordio_length_does_not_allocate_it() {
+    // A 512 MiB length with 4 bytes behind it: a truncation error, with no 512 MiB buffer.
+    let data = [
+        RECORDIO_MAGIC.to_le_bytes(),
+        ((1u32 << 29) - 1).to_le_bytes(),
+        [1, 2, 3, 4],
+    ]
+    .concat();
+    let (_, error) = frame_chunked(Format::RecordIo, &data, vec![5], 8);
+    assert!(error.unwrap().to_string().contains("truncated record"));
+}
+
+#[test]
+fn tfrecord_skips_consecutive_bad_data_crcs_up_to_the_limit() {
+    let good = encode(Format::TfRecord, &[b"ok".to_vec()]);
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    let stream = [&good[..], &bad, &bad, &good, &bad, &bad, &good].concat();
+    let frame = |max| {
+        let mut framer = pipemode_core::framing::Framer::new(
+            Input::from_bytes(stream.clone(), "memory"),
+            Format::TfRecord,
+            FramingOptions {
+                multipart: Multipart::Dmlc,
+                max_corrupted_records_to_skip: max,
+            },
+        )
+        .unwrap();
+        let mut records = 0;
+        let outcome = loop {
+            match framer.next_record() {
+                Ok(Some(_)) => records += 1,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        (records, outcome, framer.records_skipped())
+    };
+    let (records, error, skipped) = frame(2);
+    assert_eq!((records, skipped), (3, 4));
+    assert!(error.is_none());
+    let (records, error, _) = frame(1);
+    assert_eq!(records, 1);
+    assert_eq!(error.unwrap().offset(), Some(good.len() as u64 * 2));
+
+    // A bad length CRC is fatal whatever the limit.
+    let mut bad_header = good.clone();
+    bad_header[9] ^= 1;
+    let (_, error) = frame_all(
+        Input::from_bytes(bad_header, "memory"),
+        Format::TfRecord,
+        FramingOptions {
+            multipart: Multipart::Dmlc,
+            max_corrupted_records_to_skip: u64::MAX,
+        },
+    );
+    assert!(error.unwrap().to_string().contains("length CRC mismatch"));
+}
+
+#[test]
+fn textline_rules() {
+    let (lines, error) = frame_bytes(Format::TextLine, b"a\r\n\nb\n\nc");
+    assert!(error.is_none());
+    assert_eq!(
+        lines,
+        vec![
+            b"a\r".to_vec(),
+            vec![],
+            b"b".to_vec(),
+            vec![],
+            b"c".to_vec()
+        ]
+    );
+    assert_eq!(frame_bytes(Format::TextLine, b"x\n").0, vec![b"x".to_vec()]);
+    assert_eq!(
+        frame_bytes(Format::TextLine, b"\n").0,
+        vec![Vec::<u8>::new()]
+    );
+    assert!(frame_bytes(Format::TextLine, b"").0.is_empty());
+    // A line far longer than the buffer.
+    let long = vec![b'x'; 100_000];
+    let data = [&long[..], b"\ny"].concat();
+    assert_eq!(
+        frame_chunked(Format::TextLine, &data, vec![777], 10).0,
+        vec![long, b"y".to_vec()]
+    );
+}
+
+#[test]
+fn offsets_point_at_each_record() {
+    for format in FORMATS {
+        let records = vec![b"one".to_vec(), b"".to_vec(), b"three".to_vec()];
+        let data = encode(format, &records);
+        let mut framer = pipemode_core::framing::Framer::new(
+            Input::from_bytes(data.clone(), "memory"),
+            format,
+            FramingOptions::default(),
+        )
+        .unwrap();
+        let mut expected = 0u64;
+        for record in &records {
+            let got = framer.next_record().unwrap().unwrap();
+            assert_eq!(got.offset, expected, "{format:?}");
+            expected += encode(format, std::slice::from_ref(record)).len() as u64;
+        }
+        assert_eq!(framer.position(), data.len() as u64);
+    }
+}
