@@ -229,10 +229,12 @@ fn recordio_errors_say_what_was_wrong_and_where() {
     let first_then_whole = [first_only.clone(), good.clone()].concat();
     let error = frame_bytes(Format::RecordIo, &first_then_whole).1.unwrap();
     assert!(
-        error.to_string().contains("whole-record part inside"),
+        error
+            .to_string()
+            .contains("whole-record part at byte offset 8 inside"),
         "{error}"
     );
-    assert_eq!(error.offset(), Some(8));
+    assert_eq!(error.offset(), Some(0));
 }
 
 #[test]

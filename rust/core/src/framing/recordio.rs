@@ -94,10 +94,9 @@ impl RecordIoFramer {
                 }
                 cflag => {
                     return Err(self.corrupt(
-                        offset,
+                        record_offset,
                         format!(
-                            "a {} part inside the multipart record that starts at byte offset \
-                             {record_offset}",
+                            "a {} part at byte offset {offset} inside a multipart record",
                             part_name(cflag)
                         ),
                     ))
@@ -113,42 +112,46 @@ impl RecordIoFramer {
     }
 
     /// Reads and checks the next part's header and makes sure all of it (padding too) is in the
-    /// window. `None` at a clean end of the stream.
-    fn read_part(&mut self, inside: Option<u64>) -> Result<Option<Part>> {
+    /// window. `None` at a clean end of the stream. `record_start` is the offset of the
+    /// multipart record this part belongs to, if any: errors point at the record's start.
+    fn read_part(&mut self, record_start: Option<u64>) -> Result<Option<Part>> {
         let offset = self.input.offset();
+        let fail = |this: &Self, message: String| match record_start {
+            None => this.corrupt(offset, message),
+            Some(start) => this.corrupt(
+                start,
+                format!("{message} in the part at byte offset {offset} of a multipart record"),
+            ),
+        };
         let available = self.input.fill(HEADER_LEN)?;
         if available == 0 {
             return Ok(None);
         }
         if available < HEADER_LEN {
-            return Err(self.corrupt(
-                offset,
+            return Err(fail(
+                self,
                 format!("truncated header: {available} of {HEADER_LEN} bytes before the end"),
             ));
         }
         let header = &self.input.window()[..HEADER_LEN];
         let magic = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         if magic != RECORDIO_MAGIC {
-            let context = match inside {
-                Some(start) => format!(" (inside the multipart record at byte offset {start})"),
-                None => String::new(),
-            };
-            return Err(self.corrupt(
-                offset,
-                format!("bad magic 0x{magic:08x}, expected 0x{RECORDIO_MAGIC:08x}{context}"),
+            return Err(fail(
+                self,
+                format!("bad magic 0x{magic:08x}, expected 0x{RECORDIO_MAGIC:08x}"),
             ));
         }
         let lrecord = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         let length = (lrecord & LENGTH_MASK) as usize;
         let cflag = lrecord >> 29;
         if cflag > LAST {
-            return Err(self.corrupt(offset, format!("invalid continuation flag {cflag}")));
+            return Err(fail(self, format!("invalid continuation flag {cflag}")));
         }
         let framed = HEADER_LEN + length.next_multiple_of(4);
         let available = self.input.fill(framed)?;
         if available < framed {
-            return Err(self.corrupt(
-                offset,
+            return Err(fail(
+                self,
                 format!(
                     "truncated record: {} of {length} payload bytes (plus {} padding) before the \
                      end",
