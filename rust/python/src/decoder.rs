@@ -9,8 +9,8 @@ use std::sync::Arc;
 use numpy::npyffi::{self, npy_intp, PY_ARRAY_API};
 use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1};
 use pipemode_core::example::{
-    self, AlignedBuf, Column, DefaultValue, DenseBlock, ExampleSpec, FeatureKind, FeatureSpec,
-    Values,
+    self, AlignedBuf, BufferPool, Column, DefaultValue, DenseBlock, ExampleSpec, FeatureKind,
+    FeatureSpec, Values,
 };
 use pyo3::buffer::PyBuffer;
 
@@ -23,6 +23,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 #[pyclass(name = "ExampleSpec", module = "pipemode._native", frozen)]
 pub struct PyExampleSpec {
     spec: Arc<ExampleSpec>,
+    /// Reused column buffers for `decode_examples` calls with this spec.
+    pool: BufferPool,
     names: Vec<Py<PyString>>,
     /// Per feature, the numpy dtype of its column (`None` for byte strings).
     dtypes: Vec<Option<Py<PyArrayDescr>>>,
@@ -68,6 +70,7 @@ impl PyExampleSpec {
             .map(|f| PyString::new(py, &f.name).unbind())
             .collect();
         Ok(Self {
+            pool: BufferPool::new(4 * spec.features().len()),
             spec: Arc::new(spec),
             names,
             dtypes,
@@ -136,10 +139,20 @@ fn default_value(kind: FeatureKind, default: &Bound<'_, PyAny>) -> PyResult<Defa
 }
 
 /// The owner of one numeric column's buffer: the `base` of the numpy array that views it.
+/// When the array goes, the buffer goes back to its pool for the next blocks.
 #[pyclass(module = "pipemode._native", frozen)]
 pub struct AlignedColumn {
-    /// Never read from Rust: numpy reads it through the array's data pointer.
-    _data: AlignedBuf,
+    /// Read by numpy through the array's data pointer; `None` only once dropped.
+    data: Option<AlignedBuf>,
+    pool: BufferPool,
+}
+
+impl Drop for AlignedColumn {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            self.pool.give(data);
+        }
+    }
 }
 
 /// A dict `{name: ndarray}` of `[rows, *shape]` arrays for a decoded block.
@@ -150,11 +163,12 @@ pub fn block_to_dict<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     let rows = block.rows;
+    let pool = &block.pool;
     let features = spec.spec.features();
     for (i, column) in block.columns.into_iter().enumerate() {
         let array = match (column, &spec.dtypes[i]) {
             (Column::Numeric { data, row_shape }, Some(dtype)) => {
-                numeric_array(py, data, rows, &row_shape, dtype.bind(py))?
+                numeric_array(py, data, pool, rows, &row_shape, dtype.bind(py))?
             }
             (Column::Bytes { data, ends }, _) => {
                 bytes_array(py, &data, &ends, rows, &features[i].shape)?
@@ -170,6 +184,7 @@ pub fn block_to_dict<'py>(
 fn numeric_array<'py>(
     py: Python<'py>,
     data: AlignedBuf,
+    pool: &BufferPool,
     rows: usize,
     row_shape: &[usize],
     dtype: &Bound<'py, PyArrayDescr>,
@@ -181,7 +196,13 @@ fn numeric_array<'py>(
     let elements: usize = dims.iter().map(|&d| d as usize).product();
     assert_eq!(elements * dtype.itemsize(), data.len(), "column size");
     let data_ptr = data.as_ptr() as *mut c_void;
-    let owner = Bound::new(py, AlignedColumn { _data: data })?;
+    let owner = Bound::new(
+        py,
+        AlignedColumn {
+            data: Some(data),
+            pool: pool.clone(),
+        },
+    )?;
     // SAFETY: `data_ptr` points at `elements` items of `dtype`, C-contiguous, owned by `owner`,
     // which becomes the array's base and so outlives it. NewFromDescr steals a dtype reference
     // (into_dtype_ptr adds one); SetBaseObject steals the owner reference we hand it.
@@ -252,7 +273,7 @@ pub fn decode_examples<'py>(
             .collect::<PyResult<_>>()?;
         let slices: Vec<&[u8]> = items.iter().map(|b| b.as_bytes()).collect();
         let spec_arc = spec.spec.clone();
-        py.detach(|| example::decode_examples(spec_arc, slices.iter().copied()))
+        py.detach(|| example::decode_examples(spec_arc, slices.iter().copied(), &spec.pool))
     };
     let block = block.map_err(|e| decode_error(py, e.record, &e.error.0))?;
     block_to_dict(py, spec, block)
@@ -289,7 +310,7 @@ fn decode_contiguous(
         let records = offsets
             .windows(2)
             .map(|w| &data[w[0] as usize..w[1] as usize]);
-        example::decode_examples(spec_arc, records)
+        example::decode_examples(spec_arc, records, &spec.pool)
     }))
 }
 

@@ -5,7 +5,7 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 use super::wire::{self, BadList, FeatureList};
@@ -48,6 +48,10 @@ impl AlignedBuf {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,6 +112,53 @@ impl std::fmt::Debug for AlignedBuf {
     }
 }
 
+/// Column buffers given back once nothing views them (Python drops the arrays), for later
+/// blocks to reuse. A fresh multi-megabyte allocation is fresh pages, and faulting them in on
+/// first write cost more than the decoding itself; a reused buffer is already mapped (and
+/// initialised, so it needs no zeroing).
+#[derive(Clone, Debug)]
+pub struct BufferPool {
+    free: Arc<Mutex<Vec<AlignedBuf>>>,
+    limit: usize,
+}
+
+impl BufferPool {
+    /// A pool keeping at most `limit` idle buffers: memory stays bounded.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            free: Arc::default(),
+            limit,
+        }
+    }
+
+    /// An empty buffer of at least `capacity` bytes, reused when one is idle.
+    pub fn take(&self, capacity: usize) -> AlignedBuf {
+        let reused = {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let fit = free.iter().position(|b| b.capacity() >= capacity);
+            fit.map(|i| free.swap_remove(i))
+        };
+        match reused {
+            Some(mut buf) => {
+                buf.set_len(0);
+                buf
+            }
+            None => AlignedBuf::with_capacity(capacity),
+        }
+    }
+
+    /// Keeps `buf` for reuse, unless the pool is full or the buffer too small to matter.
+    pub fn give(&self, buf: AlignedBuf) {
+        if buf.capacity() <= ALIGN {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.limit {
+            free.push(buf);
+        }
+    }
+}
+
 /// One decoded column of a block.
 #[derive(Debug)]
 pub enum Column {
@@ -126,6 +177,8 @@ pub enum Column {
 pub struct DenseBlock {
     pub rows: usize,
     pub columns: Vec<Column>,
+    /// Where the numeric columns' buffers go back once done with.
+    pub pool: BufferPool,
 }
 
 /// Decodes tf.train.Example records into a [`DenseBlock`] of `rows_per_block` rows, as
@@ -138,12 +191,19 @@ pub struct DenseBlockBuilder {
     columns: Vec<ColumnBuilder>,
     /// Per feature, where in the current record its last non-empty `Feature` lies.
     found: Vec<Option<(usize, usize)>>,
+    pool: BufferPool,
 }
 
 impl DenseBlockBuilder {
+    /// A builder with its own pool, holding up to four idle buffers per column.
     pub fn new(spec: Arc<ExampleSpec>, rows_per_block: usize) -> Self {
+        let pool = BufferPool::new(4 * spec.features().len());
+        Self::with_pool(spec, rows_per_block, pool)
+    }
+
+    pub fn with_pool(spec: Arc<ExampleSpec>, rows_per_block: usize, pool: BufferPool) -> Self {
         let rows_per_block = rows_per_block.max(1);
-        let columns = Self::empty_columns(&spec, rows_per_block);
+        let columns = Self::empty_columns(&spec, rows_per_block, &pool);
         let found = vec![None; spec.features().len()];
         Self {
             spec,
@@ -151,13 +211,14 @@ impl DenseBlockBuilder {
             rows: 0,
             columns,
             found,
+            pool,
         }
     }
 
-    fn empty_columns(spec: &ExampleSpec, rows: usize) -> Vec<ColumnBuilder> {
+    fn empty_columns(spec: &ExampleSpec, rows: usize, pool: &BufferPool) -> Vec<ColumnBuilder> {
         spec.features()
             .iter()
-            .map(|feature| ColumnBuilder::new(feature, rows))
+            .map(|feature| ColumnBuilder::new(feature, rows, pool))
             .collect()
     }
 
@@ -190,7 +251,7 @@ impl BatchBuilder for DenseBlockBuilder {
         let row = self.rows;
         for (i, feature) in self.spec.features().iter().enumerate() {
             let value = self.found[i].map(|(start, len)| &record[start..start + len]);
-            if let Err(error) = self.columns[i].write_row(feature, row, value) {
+            if let Err(error) = self.columns[i].write_row(feature, row, value, &self.pool) {
                 for (column, feature) in self.columns.iter_mut().zip(self.spec.features()) {
                     column.truncate(row, feature);
                 }
@@ -210,7 +271,7 @@ impl BatchBuilder for DenseBlockBuilder {
     }
 
     fn take(&mut self) -> DenseBlock {
-        let fresh = Self::empty_columns(&self.spec, self.rows_per_block);
+        let fresh = Self::empty_columns(&self.spec, self.rows_per_block, &self.pool);
         let built = std::mem::replace(&mut self.columns, fresh);
         let rows = std::mem::take(&mut self.rows);
         DenseBlock {
@@ -220,6 +281,7 @@ impl BatchBuilder for DenseBlockBuilder {
                 .zip(self.spec.features())
                 .map(|(column, feature)| column.finish(feature))
                 .collect(),
+            pool: self.pool.clone(),
         }
     }
 }
@@ -246,7 +308,7 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(feature: &FeatureSpec, rows: usize) -> Self {
+    fn new(feature: &FeatureSpec, rows: usize, pool: &BufferPool) -> Self {
         let values = feature.values_per_record();
         match feature.kind {
             FeatureKind::Int64 | FeatureKind::Float32 => {
@@ -256,7 +318,7 @@ impl ColumnBuilder {
                     4
                 };
                 ColumnBuilder::Numeric {
-                    data: AlignedBuf::with_capacity(rows * values * item),
+                    data: pool.take(rows * values * item),
                     row_bytes: values * item,
                     default: feature.default.as_ref().map(default_bytes),
                 }
@@ -303,6 +365,7 @@ impl ColumnBuilder {
         feature: &FeatureSpec,
         row: usize,
         value: Option<&[u8]>,
+        pool: &BufferPool,
     ) -> Result<(), RecordError> {
         let list = match value {
             None => FeatureList::Absent,
@@ -376,6 +439,7 @@ impl ColumnBuilder {
                     width,
                     rows_hint: *rows_hint,
                     row,
+                    pool,
                 };
                 match list {
                     FeatureList::Absent => match &feature.default {
@@ -457,6 +521,7 @@ struct RawRow<'c> {
     width: &'c mut Option<usize>,
     rows_hint: usize,
     row: usize,
+    pool: &'c BufferPool,
 }
 
 impl RawRow<'_> {
@@ -507,10 +572,10 @@ impl RawRow<'_> {
             None => {
                 *self.width = Some(len);
                 let capacity = self.rows_hint * self.feature.values_per_record() * len;
-                if capacity > self.data.len() {
-                    let mut data = AlignedBuf::with_capacity(capacity);
+                if capacity > self.data.capacity() {
+                    let mut data = self.pool.take(capacity);
                     data.set_len(self.data.len());
-                    *self.data = data;
+                    self.pool.give(std::mem::replace(self.data, data));
                 }
                 Ok(len)
             }

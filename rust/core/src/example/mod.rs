@@ -16,7 +16,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use columns::{AlignedBuf, Column, DenseBlock, DenseBlockBuilder, ALIGN};
+pub use columns::{AlignedBuf, BufferPool, Column, DenseBlock, DenseBlockBuilder, ALIGN};
 pub use spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 pub use wire::encode::{example as encode_example, Values};
 
@@ -35,8 +35,9 @@ pub struct DecodeError {
 pub fn decode_examples<'a>(
     spec: Arc<ExampleSpec>,
     records: impl ExactSizeIterator<Item = &'a [u8]>,
+    pool: &BufferPool,
 ) -> Result<DenseBlock, DecodeError> {
-    let mut builder = DenseBlockBuilder::new(spec, records.len());
+    let mut builder = DenseBlockBuilder::with_pool(spec, records.len(), pool.clone());
     for (record, bytes) in records.enumerate() {
         builder
             .push(bytes)

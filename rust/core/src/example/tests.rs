@@ -27,7 +27,11 @@ fn with_default(mut f: FeatureSpec, default: DefaultValue) -> FeatureSpec {
 }
 
 fn decode(spec: &Arc<ExampleSpec>, records: &[Vec<u8>]) -> Result<DenseBlock, DecodeError> {
-    decode_examples(spec.clone(), records.iter().map(Vec::as_slice))
+    decode_examples(
+        spec.clone(),
+        records.iter().map(Vec::as_slice),
+        &BufferPool::new(4),
+    )
 }
 
 fn error_of(spec: &Arc<ExampleSpec>, record: Vec<u8>) -> String {
@@ -293,6 +297,29 @@ fn blocks_fill_to_their_size_and_start_afresh() {
         }
     }
     assert_eq!(i64s(&builder.take().columns[0]), [2]);
+}
+
+#[test]
+fn column_buffers_given_back_are_reused_and_the_pool_stays_bounded() {
+    let spec = spec(vec![feature("i", FeatureKind::Int64, &[16])]);
+    let pool = BufferPool::new(1);
+    let mut builder = DenseBlockBuilder::with_pool(spec, 8, pool.clone());
+    let record = encode_example(&[(b"i", Values::Int64(&[3; 16]))]);
+    builder.push(&record).unwrap();
+    let Column::Numeric { data, .. } = builder.take().columns.remove(0) else {
+        panic!()
+    };
+    let address = data.as_ptr();
+    pool.give(data);
+    pool.give(AlignedBuf::with_capacity(4096)); // beyond the limit: dropped
+    builder.take(); // the block after next takes the buffer given back
+    builder.push(&record).unwrap();
+    let block = builder.take();
+    let Column::Numeric { data, .. } = &block.columns[0] else {
+        panic!()
+    };
+    assert_eq!(data.as_ptr(), address);
+    assert_eq!(i64s(&block.columns[0]), [3; 16]);
 }
 
 #[test]
