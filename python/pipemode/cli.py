@@ -1,5 +1,5 @@
-"""The `pipemode` command: `train` a script through local Pipe Mode, and `generate` the
-tutorial's data."""
+"""The `pipemode` command: `train` a script through local Pipe Mode, `generate` the tutorial's
+data, and `demo` both end to end."""
 
 from __future__ import annotations
 
@@ -75,11 +75,22 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     add_arguments(generate)
 
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    from pipemode.demo import add_arguments
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate the tutorial's data and train the example through local Pipe Mode",
+    )
+    add_arguments(demo)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pipemode", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_generate(commands)
+    _add_demo(commands)
     return root
 
 
@@ -111,9 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
-        from pipemode.generate import run
+        if args.command == "generate":
+            from pipemode.generate import run
 
-        return run(args)
+            return run(args)
+        from pipemode.demo import run as run_demo
+
+        return run_demo(args)
     except (PipeModeError, OSError) as error:
         # Bad options, sources or files: a message to act on, not a traceback.
         print(f"pipemode {args.command}: error: {error}", file=sys.stderr)
