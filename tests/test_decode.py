@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,14 @@ import pipemode
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pipemode import FixedLenFeature, RecordDecodeError, decode_examples, encode_example
+from pipemode import (
+    FixedLenFeature,
+    RecordDecodeError,
+    RecordReader,
+    RecordWriter,
+    decode_examples,
+    encode_example,
+)
 from pipemode.errors import PipeModeDatasetException
 
 TUTORIAL_SPEC = {
@@ -252,3 +260,15 @@ def test_arbitrary_bytes_decode_or_raise_a_decode_error(records: list[bytes]) ->
         assert error.record is not None and 0 <= error.record < len(records)
     else:
         assert all(len(column) == len(records) for column in out.values())
+
+
+def test_a_record_batch_decodes_from_its_buffer_without_bytes_objects(tmp_path: Path) -> None:
+    records = [tutorial_record(i) for i in range(100)]
+    with RecordWriter(tmp_path / "data", "TFRecord") as writer:
+        for record in records:
+            writer.write(record)
+    (batch,) = RecordReader(tmp_path / "data", "TFRecord").batches(1000)
+    out = decode_examples(batch, TUTORIAL_SPEC, decode_raw={"data": "float64"})
+    expected = decode_examples(records, TUTORIAL_SPEC, decode_raw={"data": "float64"})
+    np.testing.assert_array_equal(out["data"], expected["data"])
+    np.testing.assert_array_equal(out["labels"], expected["labels"])

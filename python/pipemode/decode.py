@@ -7,7 +7,7 @@ values, with their shapes and defaults. `decode_raw={name: dtype}` also applies
 `{name: ndarray[rows, *shape]}`, equal to what `tf.io.parse_example` (+ `tf.io.decode_raw`)
 returns: int64 as int64, float32 as float32, `decode_raw` features as their dtype with one more
 dimension (the items of each string), other strings as object arrays of `bytes`. Numeric
-arrays are 64-byte aligned, so TensorFlow adopts them without a copy.
+arrays are 64-byte aligned, the alignment TensorFlow needs to adopt a buffer without a copy.
 
 Only `FixedLenFeature` is supported. `VarLenFeature`, `SparseFeature`, `RaggedFeature` and
 `FixedLenSequenceFeature` give ragged or sparse results that have no dense column; read the raw

@@ -1,6 +1,6 @@
 //! The Example decoder's binding: `ExampleSpec`, `decode_examples` and `encode_example`.
 //! A decoded block becomes a dict of numpy arrays; numeric arrays keep their data in the
-//! Rust-owned, 64-byte aligned column buffers (no copy), so TensorFlow adopts them as they are.
+//! Rust-owned column buffers (no copy), 64-byte aligned as TensorFlow needs to adopt a buffer.
 
 use std::ffi::c_void;
 use std::ptr;
