@@ -222,7 +222,8 @@ class DenseReader:
     at a time; a batch is a view into its block, so it costs no copy. ``reader.blocks()``
     yields the whole blocks instead. Nothing is opened until the first read. A record that does
     not decode raises `pipemode.RecordDecodeError` naming the path, record index, byte offset
-    and feature; bad framing raises `pipemode.CorruptRecordError`.
+    and feature; bad framing raises `pipemode.CorruptRecordError`. With ``decode_raw``, a
+    feature's strings must all have one size within a block (TF requires it within a batch).
 
     For PyTorch or JAX: ``torch.from_numpy(batch["data"])`` shares the buffer as it is.
     """
