@@ -98,3 +98,25 @@ def test_a_closed_reader_yields_nothing_more(tmp_path: Path, fifo: Callable[...,
     assert len(next(batches)["labels"]) == 16
     reader.close()
     assert list(reader.blocks()) == []
+
+
+def test_corrupt_tfrecords_are_skipped_and_reported(
+    tmp_path: Path, fifo: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    records = tutorial_records(5, dim=2)
+    data = bytearray(write(tmp_path / "data", records, "TFRecord").read_bytes())
+    # TFRecord: length (8), its CRC (4), payload, payload CRC (4). Break record 2's payload CRC.
+    end_of_record_2 = sum(16 + len(r) for r in records[:3])
+    data[end_of_record_2 - 1] ^= 0xFF
+    reader = DenseReader(
+        fifo(bytes(data)),
+        "TFRecord",
+        features=SPEC,
+        decode_raw=RAW,
+        max_corrupted_records_to_skip=1,
+    )
+    with caplog.at_level("WARNING", logger="pipemode"):
+        (batch,) = list(reader)
+    assert batch["labels"].tolist() == [0, 1, 1, 0]
+    assert reader.records_skipped == 1
+    assert "skipped 1 corrupt TFRecord record" in caplog.text
