@@ -88,7 +88,10 @@ impl PyExampleReader {
             };
             let batch_size = positive("batch_size", batch_size)?;
             let batches_per_block = positive("batches_per_block", batches_per_block)?;
-            let builder = DenseBlockBuilder::new(core_spec, batch_size * batches_per_block);
+            let rows = batch_size.checked_mul(batches_per_block).ok_or_else(|| {
+                Error::Config("batch_size * batches_per_block is too large".to_string())
+            })?;
+            let builder = DenseBlockBuilder::new(core_spec, rows);
             let reader = PrefetchReader::new(path, options, builder)?;
             Ok(PyExampleReader {
                 canceller: reader.canceller(),

@@ -15,6 +15,15 @@ use crate::error::RecordError;
 /// The alignment of every numeric column.
 pub const ALIGN: usize = 64;
 
+/// The most a column reserves before data arrives. A block's size comes from the spec, not the
+/// data, but a huge shape must not reserve terabytes up front: beyond this, columns grow as
+/// values actually arrive.
+const MAX_RESERVATION: usize = 256 << 20;
+
+fn reservation(rows: usize, row_bytes: usize) -> usize {
+    rows.saturating_mul(row_bytes).min(MAX_RESERVATION)
+}
+
 /// A growable, zero-initialised byte buffer whose start is [`ALIGN`]-byte aligned.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
@@ -318,14 +327,14 @@ impl ColumnBuilder {
                     4
                 };
                 ColumnBuilder::Numeric {
-                    data: pool.take(rows * values * item),
+                    data: pool.take(reservation(rows, values * item)),
                     row_bytes: values * item,
                     default: feature.default.as_ref().map(default_bytes),
                 }
             }
             FeatureKind::Bytes => ColumnBuilder::Bytes {
                 data: Vec::new(),
-                ends: Vec::with_capacity(rows * values),
+                ends: Vec::with_capacity(reservation(rows, values) / 8),
                 per_row: values,
             },
             FeatureKind::Raw { .. } => ColumnBuilder::Raw {
@@ -571,7 +580,8 @@ impl RawRow<'_> {
             )),
             None => {
                 *self.width = Some(len);
-                let capacity = self.rows_hint * self.feature.values_per_record() * len;
+                let row_bytes = self.feature.values_per_record().saturating_mul(len);
+                let capacity = reservation(self.rows_hint, row_bytes);
                 if capacity > self.data.capacity() {
                     let mut data = self.pool.take(capacity);
                     data.set_len(self.data.len());

@@ -87,6 +87,16 @@ impl ExampleSpec {
             if features[..i].iter().any(|f| f.name == feature.name) {
                 return Err(config(feature, "is listed twice"));
             }
+            let values = feature
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d));
+            if values.and_then(|n| n.checked_mul(8)).is_none() {
+                return Err(config(
+                    feature,
+                    &format!("has a shape {:?} too large to hold", feature.shape),
+                ));
+            }
             if let FeatureKind::Raw { item_size } = feature.kind {
                 if !matches!(item_size, 1 | 2 | 4 | 8) {
                     return Err(config(

@@ -339,6 +339,13 @@ fn specs_are_checked_up_front() {
         .contains("default_value of 1 values"));
     let odd = ExampleSpec::new(vec![feature("a", FeatureKind::Raw { item_size: 3 }, &[])]);
     assert!(odd.is_err());
+    let huge = ExampleSpec::new(vec![feature("a", FeatureKind::Int64, &[1 << 40, 1 << 30])]);
+    assert!(huge.unwrap_err().to_string().contains("too large"));
+    // A huge block of a large shape reserves a bounded amount up front (no abort).
+    let large = spec(vec![feature("a", FeatureKind::Int64, &[1 << 20])]);
+    let mut builder = DenseBlockBuilder::new(large, 1 << 20);
+    assert!(builder.push(&encode_example(&[])).is_err());
+    assert_eq!(builder.take().rows, 0);
 }
 
 /// One feature's spec and the values each record holds for it.
