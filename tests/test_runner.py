@@ -307,8 +307,8 @@ def test_ctrl_c_is_forwarded_to_the_script_and_nothing_is_left(tmp_path: Path) -
         """
         import time
         read_epoch("train", 0)
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)  # inside the try: the test's Ctrl-C may follow at once
             time.sleep(60)
         except KeyboardInterrupt:
             record("interrupted.json", True)

@@ -43,9 +43,7 @@ def validate_name(kind: str, name: str) -> str:
     return name
 
 
-def _choice(option: str, value: str | None, choices: dict[str, str], default: str) -> str:
-    if value is None:
-        return default
+def _choice(option: str, value: str, choices: dict[str, str]) -> str:
     try:
         return choices[str(value).lower()]
     except KeyError:
@@ -70,16 +68,15 @@ class Channel:
     def __post_init__(self) -> None:
         validate_name("channel", self.name)
         normalise = {
-            "input_mode": ("InputMode", _INPUT_MODES, "Pipe"),
-            "s3_data_type": ("S3DataType", _DATA_TYPES, "S3Prefix"),
-            "distribution": ("S3DataDistributionType", _DISTRIBUTIONS, "FullyReplicated"),
-            "record_wrapping": ("RecordWrapperType", _WRAPPINGS, "None"),
-            "compression": ("CompressionType", _COMPRESSIONS, "None"),
+            "input_mode": ("InputMode", _INPUT_MODES),
+            "s3_data_type": ("S3DataType", _DATA_TYPES),
+            "distribution": ("S3DataDistributionType", _DISTRIBUTIONS),
+            "record_wrapping": ("RecordWrapperType", _WRAPPINGS),
+            "compression": ("CompressionType", _COMPRESSIONS),
         }
-        for field, (option, choices, default) in normalise.items():
-            value = _choice(
-                f"channel {self.name!r}: {option}", getattr(self, field), choices, default
-            )
+        # Spelled as the API spells them, whatever the case they were given in.
+        for field, (option, choices) in normalise.items():
+            value = _choice(f"channel {self.name!r}: {option}", getattr(self, field), choices)
             object.__setattr__(self, field, value)
         if not self.source:
             raise JobConfigError(f"channel {self.name!r} has no source")
@@ -111,9 +108,9 @@ class Channel:
                 "ChannelName and DataSource.S3DataSource.S3Uri"
             ) from None
         seed = (entry.get("ShuffleConfig") or {}).get("Seed")
-        return cls(
-            name=name,
-            source=uri,
+        return cls.with_options(
+            name,
+            uri,
             input_mode=entry.get("InputMode", default_input_mode),
             s3_data_type=s3.get("S3DataType"),
             distribution=s3.get("S3DataDistributionType"),
@@ -122,6 +119,11 @@ class Channel:
             shuffle_seed=seed,
             content_type=entry.get("ContentType"),
         )
+
+    @classmethod
+    def with_options(cls, name: str, source: str, **options: Any) -> Channel:
+        """A channel with the options given; an option that is None keeps its default."""
+        return cls(name, source, **{k: v for k, v in options.items() if v is not None})
 
     def container_config(self) -> dict[str, str]:
         """This channel's entry in the container's `inputdataconfig.json`."""

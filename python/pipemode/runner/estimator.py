@@ -50,9 +50,9 @@ class TrainingInput:
     shuffle_config: ShuffleConfig | None = None
 
     def channel(self, name: str, default_input_mode: str) -> Channel:
-        return Channel(
-            name=name,
-            source=os.fspath(self.s3_data),
+        return Channel.with_options(
+            name,
+            os.fspath(self.s3_data),
             input_mode=self.input_mode or default_input_mode,
             s3_data_type=self.s3_data_type,
             distribution=self.distribution,

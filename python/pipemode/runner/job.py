@@ -20,6 +20,7 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
@@ -365,8 +366,10 @@ class _Run:
                         self._materialise(channel, folder, index)
                 self._start_feeders(folder, index)
             stats = [feeder.stats for feeder in self.feeders]
-            with Progress(stats, self.stderr, live) as progress:
+            with Progress(stats, self.stderr, live) as progress, self._forwarding_signals():
                 for folder, host in zip(self.folders, self.hosts):
+                    if self.signals:
+                        break  # interrupted while starting: start no more
                     self._start_worker(folder, host, progress)
                 exit_code = self._wait()
                 for thread in self.forwarders:
@@ -386,28 +389,37 @@ class _Run:
         self.signals.append(signum)
         self._signal_workers(signum if len(self.signals) == 1 else signal.SIGKILL)
 
-    def _wait(self) -> int:
-        """Waits for every worker; a failed worker or feeder stops the others."""
+    @contextlib.contextmanager
+    def _forwarding_signals(self) -> Iterator[None]:
+        """From before the first worker starts: Ctrl-C and SIGTERM go to the workers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
         handled = (signal.SIGINT, signal.SIGTERM)
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = {s: signal.signal(s, self._on_signal) for s in handled} if in_main else {}
-        first_failure = 0
-        stopping = False
+        previous = {s: signal.signal(s, self._on_signal) for s in handled}
         try:
-            while True:
-                codes = [w.poll() for w in self.workers]
-                failed = [_returncode(c) for c in codes if c not in (None, 0)]
-                if failed and not first_failure:
-                    first_failure = failed[0]
-                if None not in codes:
-                    break
-                if not stopping and (failed or self.feeder_failed.is_set()):
-                    stopping = True
-                    self._signal_workers(signal.SIGTERM)
-                time.sleep(0.05)
+            yield
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _wait(self) -> int:
+        """Waits for every worker; a failed worker or feeder stops the others."""
+        first_failure = 0
+        stopping = False
+        while True:
+            codes = [w.poll() for w in self.workers]
+            failed = [_returncode(c) for c in codes if c not in (None, 0)]
+            if failed and not first_failure:
+                first_failure = failed[0]
+            if None not in codes:
+                break
+            if not stopping and (failed or self.feeder_failed.is_set()):
+                stopping = True
+                self._signal_workers(signal.SIGTERM)
+            time.sleep(0.05)
+        if self.signals and not first_failure:
+            return 128 + self.signals[0]
         if self.feeder_failed.is_set() and not first_failure:
             return 1
         return first_failure
