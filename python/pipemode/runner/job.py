@@ -418,8 +418,8 @@ class _Run:
                 stopping = True
                 self._signal_workers(signal.SIGTERM)
             time.sleep(0.05)
-        if self.signals and not first_failure:
-            return 128 + self.signals[0]
+        if len(self.workers) < len(self.hosts):  # interrupted before every worker started
+            return first_failure or 128 + self.signals[0]
         if self.feeder_failed.is_set() and not first_failure:
             return 1
         return first_failure
