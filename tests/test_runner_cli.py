@@ -10,8 +10,7 @@ import pytest
 from pipemode.cli import main
 from pipemode.runner.feeder import ChannelStats
 from pipemode.runner.progress import Progress
-
-from tests.test_runner import folder_of_files, recorded, script
+from runner_helpers import folder_of_files, recorded, script
 
 
 def test_train_takes_an_input_data_config_and_hyperparameters(

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.sources import s3_client
-
-from tests.test_runner import fifos_under, recorded, run, script
+from runner_helpers import fifos_under, recorded, run, script
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
