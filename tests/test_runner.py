@@ -385,3 +385,24 @@ def test_estimator_fit_mirrors_the_sdk(tmp_path: Path) -> None:
     with pytest.raises(TrainingFailedError, match="exit code 3") as failed:
         failing.fit(str(data), live=False)
     assert failed.value.result.exit_code == 3
+
+
+def test_a_wrapped_channel_survives_a_reader_that_closes_early(tmp_path: Path) -> None:
+    objects = {f"{i}.bin": os.urandom(1 << 20) for i in range(4)}
+    data = folder_of_files(tmp_path / "d", objects)
+    entry = script(
+        tmp_path,
+        """
+        from pipemode import RecordReader
+        read_epoch("train", 0, 10)  # the Rust writer then meets EPIPE
+        records = list(RecordReader(os.path.join(DATA, "train_1")))
+        record("sizes.json", [len(r) for r in records])
+        record("same.json", records == [open(os.path.join(sys.argv[-1], f"{i}.bin"), "rb").read()
+                                        for i in range(4)])
+        """,
+    )
+    channel = Channel("train", str(data), record_wrapping="RecordIO")
+    result = run(tmp_path, entry, [channel], script_args=[str(data)])
+    assert result.exit_code == 0, result.failure
+    assert recorded(result.job_dir, "sizes.json") == [1 << 20] * 4
+    assert recorded(result.job_dir, "same.json") is True

@@ -20,7 +20,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
@@ -372,8 +372,7 @@ class _Run:
                         break  # interrupted while starting: start no more
                     self._start_worker(folder, host, progress)
                 exit_code = self._wait()
-                for thread in self.forwarders:
-                    thread.join(_SHUTDOWN_GRACE)
+                _join_all(self.forwarders, _SHUTDOWN_GRACE)
             return exit_code
         finally:
             self._stop_everything()
@@ -431,8 +430,7 @@ class _Run:
                 worker.wait()
         for feeder in self.feeders:
             feeder.stop()
-        for feeder in self.feeders:
-            feeder.join(_SHUTDOWN_GRACE)
+        _join_all(self.feeders, _SHUTDOWN_GRACE)
         for folder in self.folders:
             folder.remove_input_data()
 
@@ -478,6 +476,13 @@ class _Run:
             failure=failure,
             channels=[f.stats for f in self.feeders],
         )
+
+
+def _join_all(threads: Sequence[threading.Thread | ChannelFeeder], grace: float) -> None:
+    """Joins each within one shared grace period: a stuck one (a network read) costs it once."""
+    deadline = time.monotonic() + grace
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 def _signal_name(signum: int) -> str:

@@ -76,7 +76,7 @@ def s3_client() -> Any:
     from boto3's usual chain; AWS_ENDPOINT_URL(_S3) points it at another S3-API server.
     """
     try:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
     except ImportError:
         raise JobConfigError("s3:// sources need boto3: pip install 'pipemode[s3]'") from None
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
