@@ -168,3 +168,108 @@ def test_feature_types_without_a_dense_column_are_rejected(feature: Any) -> None
 def test_tf_dtypes_outside_the_example_kinds_are_rejected() -> None:
     with pytest.raises(PipeModeDatasetException, match="is not supported"):
         decode_examples([b""], {"a": tf.io.FixedLenFeature([], tf.float64)})
+
+
+# Wire-level Examples that protobuf serializers never write but readers meet: repeated names
+# (the last wins), empty Features (absent), unpacked lists, unknown fields, several Features
+# messages. TF's fast parser has its own rules for these; the decoder must follow them.
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out) + bytes([n])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+KIND_OF = {tf.float32: "float", tf.int64: "int", tf.string: "bytes"}
+
+
+@st.composite
+def wire_features(draw: st.DrawFn, dtype: Any, n: int) -> bytes:
+    """A serialized Feature, mostly of the spec's kind and size, packed or not; or empty."""
+    kind = (
+        KIND_OF[dtype]
+        if draw(st.integers(0, 4))
+        else draw(st.sampled_from(["float", "int", "bytes"]))
+    )
+    count = n if draw(st.integers(0, 4)) else draw(st.integers(0, 3))
+    unpacked = draw(st.booleans())
+    if draw(st.integers(0, 9)) == 0:
+        return b""
+    if kind == "float":
+        values = draw(st.lists(st.floats(width=32), min_size=count, max_size=count))
+        packed = np.array(values, "<f4").tobytes()
+        if not unpacked:
+            return _field(2, _field(1, packed) if values else b"")
+        return _field(2, b"".join(b"\x0d" + packed[i : i + 4] for i in range(0, len(packed), 4)))
+    if kind == "int":
+        values = draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=count, max_size=count))
+        varints = [_varint(v) for v in values]
+        if not unpacked:
+            return _field(3, _field(1, b"".join(varints)) if values else b"")
+        return _field(3, b"".join(b"\x08" + v for v in varints))
+    values = [draw(st.binary(max_size=8)) for _ in range(count)]
+    return _field(1, b"".join(_field(1, v) for v in values))
+
+
+@st.composite
+def wire_examples(draw: st.DrawFn, dtypes: dict[str, Any], n: int) -> bytes:
+    names = st.sampled_from(sorted(dtypes))
+    entries = draw(st.lists(names, max_size=5))
+    encoded = [
+        _field(1, _field(1, name.encode()) + _field(2, draw(wire_features(dtypes[name], n))))
+        for name in entries
+    ]
+    # Split the entries over one or more Features messages, maybe with an unknown field first.
+    cut = draw(st.integers(0, len(encoded)))
+    record = _field(1, b"".join(encoded[:cut])) + _field(1, b"".join(encoded[cut:]))
+    if draw(st.booleans()):
+        record = _varint(5 << 3) + _varint(draw(st.integers(0, 300))) + record
+    return record
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {
+            "a": st.sampled_from([tf.float32, tf.int64]),
+            "b": st.sampled_from([tf.float32, tf.int64, tf.string]),
+            "c": st.sampled_from([tf.int64, tf.string]),
+        }
+    ),
+    st.sampled_from([[], [1], [2]]),
+    st.booleans(),
+    st.data(),
+)
+def test_unusual_wire_encodings_decode_as_tf_reads_them(
+    dtypes: dict[str, Any], shape: list[int], defaults: bool, data: st.DataObject
+) -> None:
+    n = int(np.prod(shape))
+    records = data.draw(st.lists(wire_examples(dtypes, n), min_size=1, max_size=3))
+    default = {tf.float32: [0.5] * n, tf.int64: [7] * n, tf.string: [b"d"] * n}
+    spec = {
+        name: tf.io.FixedLenFeature(shape, dtype, default[dtype] if defaults else None)
+        for name, dtype in dtypes.items()
+    }
+    try:
+        expected = parse_in_tf(records, spec, {})
+    except tf.errors.InvalidArgumentError:
+        event("TF refuses")
+        with pytest.raises(RecordDecodeError):
+            decode_examples(records, spec)
+        return
+    event("TF decodes")
+    out = decode_examples(records, spec)
+    for name, want in expected.items():
+        assert out[name].shape == want.shape
+        if want.dtype == object:
+            assert out[name].tolist() == want.tolist()
+        else:
+            np.testing.assert_array_equal(out[name], want)
