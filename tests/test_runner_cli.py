@@ -84,3 +84,16 @@ def test_the_live_line_shows_each_channel_under_the_scripts_output() -> None:
     with Progress([train], quiet, live=False) as progress:
         progress.emit(quiet, "line\n")
     assert quiet.getvalue() == "line\n"
+
+
+def test_the_demo_says_when_tensorflow_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorflow" else find_spec(name)
+    )
+    assert main(["demo"]) == 2
+    assert "pip install 'pipemode[tensorflow]'" in capsys.readouterr().err

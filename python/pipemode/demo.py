@@ -9,11 +9,13 @@ two cores; the job's model.tar.gz stays under --output-path.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
 from pathlib import Path
 
+from pipemode.errors import PipeModeError
 from pipemode.examples import TUTORIAL, TUTORIAL_DENSE
 from pipemode.generate import generate
 from pipemode.runner import Channel, JobResult, TrainingJob
@@ -56,6 +58,10 @@ def _report(result: JobResult, metrics: dict[str, float], record_bytes: float, d
 
 
 def run(args: argparse.Namespace) -> int:
+    # The training script imports TensorFlow in its own process: say what is missing up front
+    # rather than after generating the data, in a traceback from the script.
+    if importlib.util.find_spec("tensorflow") is None:
+        raise PipeModeError("the demo trains with TensorFlow: pip install 'pipemode[tensorflow]'")
     with tempfile.TemporaryDirectory(prefix="pipemode-demo-") as scratch:
         data = Path(scratch)
         made = {}
