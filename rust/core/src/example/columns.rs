@@ -321,22 +321,21 @@ impl ColumnBuilder {
         let values = feature.values_per_record();
         match feature.kind {
             FeatureKind::Int64 | FeatureKind::Float32 => {
-                let item = if feature.kind == FeatureKind::Int64 {
-                    8
-                } else {
-                    4
-                };
+                let row_bytes = values * feature.kind.item_size().expect("numeric");
                 ColumnBuilder::Numeric {
-                    data: pool.take(reservation(rows, values * item)),
-                    row_bytes: values * item,
+                    data: pool.take(reservation(rows, row_bytes)),
+                    row_bytes,
                     default: feature.default.as_ref().map(default_bytes),
                 }
             }
-            FeatureKind::Bytes => ColumnBuilder::Bytes {
-                data: Vec::new(),
-                ends: Vec::with_capacity(reservation(rows, values) / 8),
-                per_row: values,
-            },
+            FeatureKind::Bytes => {
+                let word = std::mem::size_of::<usize>();
+                ColumnBuilder::Bytes {
+                    data: Vec::new(),
+                    ends: Vec::with_capacity(reservation(rows, values * word) / word),
+                    per_row: values,
+                }
+            }
             FeatureKind::Raw { .. } => ColumnBuilder::Raw {
                 data: AlignedBuf::with_capacity(0),
                 width: None,

@@ -18,6 +18,16 @@ pub enum FeatureKind {
 }
 
 impl FeatureKind {
+    /// Bytes per value in the column: none for byte strings, which are not numeric.
+    pub fn item_size(self) -> Option<usize> {
+        match self {
+            FeatureKind::Int64 => Some(8),
+            FeatureKind::Float32 => Some(4),
+            FeatureKind::Raw { item_size } => Some(item_size),
+            FeatureKind::Bytes => None,
+        }
+    }
+
     /// TF's name for the feature's dtype, as its error messages use it.
     pub fn tf_name(self) -> &'static str {
         match self {
