@@ -43,7 +43,9 @@ PIPE_SIZE = 1 << 20
 # sendfile() moves file pages into the pipe inside the kernel; one call per 8 MiB keeps the
 # stop flag and the byte counters fresh without costing throughput.
 _SENDFILE_STEP = 8 << 20
-_MAX_POLL_DELAY = 0.05
+# The feeder polls for its reader (a blocking open() could not be stopped): a reader that opens
+# a FIFO waits at most this long for the data to start, and an idle channel costs 100 wake-ups/s.
+_MAX_POLL_DELAY = 0.01
 # Objects wrapped as records are typically one small record each, so a channel of them is bound
 # by the latency of each GET: fetch this many ahead, in order.
 _WRAPPED_PREFETCH = 8
