@@ -15,7 +15,6 @@ __all__ = [
     "ExampleReader",
     "ExampleSpec",
     "RecordBatch",
-    "RecordBatchIterator",
     "RecordReader",
     "RecordWriter",
     "__version__",
@@ -91,7 +90,7 @@ class RecordBatch:
     """Records in one contiguous payload buffer (buffer protocol) plus `offsets`."""
 
     def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> bytes: ...
+    def __getitem__(self, key: int, /) -> bytes: ...
     def __iter__(self) -> Iterator[bytes]: ...
     @property
     def offsets(self) -> npt.NDArray[np.int64]: ...
@@ -99,11 +98,6 @@ class RecordBatch:
     def nbytes(self) -> int: ...
     def to_bytes(self) -> bytes: ...
     def to_list(self) -> list[bytes]: ...
-
-@final
-class RecordBatchIterator:
-    def __iter__(self) -> RecordBatchIterator: ...
-    def __next__(self) -> bytes: ...
 
 @final
 class RecordReader:
@@ -115,11 +109,11 @@ class RecordReader:
         batch_size: int = 1024,
         max_corrupted_records_to_skip: int = 0,
         multipart: str = "dmlc",
-        open_timeout: float | None = 120.0,
+        open_timeout: float | None = ...,  # 120.0
         name: str | None = None,
-        buffer_size: int = 1048576,
+        buffer_size: int = ...,  # 1 MiB
         prefetch: int = 4,
-        max_batch_bytes: int = 16777216,
+        max_batch_bytes: int = ...,  # 16 MiB
     ) -> RecordReader: ...
     def next_batch(self) -> RecordBatch | None: ...
     def close(self) -> None: ...

@@ -3,6 +3,8 @@
 //! numeric columns (`crate::example`). Both are a [`BatchBuilder`], so the reader thread does
 //! framing and batching in one pass and each payload byte is copied once.
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::RecordError;
 
 /// Accumulates complete records (never a partial one) into batches.
@@ -30,10 +32,38 @@ pub trait BatchBuilder: Send + 'static {
 /// A batch of raw records: every payload back to back in one buffer, plus `n + 1` offsets
 /// (`offsets[0] == 0`, record `i` is `data[offsets[i]..offsets[i + 1]]`). One buffer and one
 /// offsets array hand over to Python, numpy or TF without a copy per record.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct RecordBatch {
     data: Vec<u8>,
     offsets: Vec<i64>,
+    /// Where the payload buffer goes back to when the batch is dropped.
+    pool: Option<BufferPool>,
+}
+
+impl PartialEq for RecordBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.data == other.data && self.offsets == other.offsets
+    }
+}
+
+impl Eq for RecordBatch {}
+
+impl Clone for RecordBatch {
+    fn clone(&self) -> Self {
+        RecordBatch {
+            data: self.data.clone(),
+            offsets: self.offsets.clone(),
+            pool: None,
+        }
+    }
+}
+
+impl Drop for RecordBatch {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.put(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 impl RecordBatch {
@@ -49,7 +79,11 @@ impl RecordBatch {
             offsets.last() == Some(&(data.len() as i64)),
             "offsets end at data.len()"
         );
-        RecordBatch { data, offsets }
+        RecordBatch {
+            data,
+            offsets,
+            pool: None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,8 +117,42 @@ impl RecordBatch {
             .map(|w| &self.data[w[0] as usize..w[1] as usize])
     }
 
-    pub fn into_parts(self) -> (Vec<u8>, Vec<i64>) {
-        (self.data, self.offsets)
+    pub fn into_parts(mut self) -> (Vec<u8>, Vec<i64>) {
+        self.pool = None;
+        (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.offsets),
+        )
+    }
+}
+
+/// Payload buffers of dropped batches, kept for the next batches. A fresh multi-megabyte
+/// buffer costs a page fault per 4 KiB page on first touch (and glibc returns large blocks to
+/// the OS on free), which showed as most of the reader's system time; a reused buffer is
+/// already mapped. Holds at most [`BufferPool::CAPACITY`] buffers, so memory stays bounded.
+#[derive(Debug, Clone, Default)]
+struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    const CAPACITY: usize = 4;
+
+    fn put(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 {
+            return;
+        }
+        buffer.clear();
+        let mut buffers = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if buffers.len() < Self::CAPACITY {
+            buffers.push(buffer);
+        }
+    }
+
+    /// A buffer with at least `capacity` bytes of room, reused when one is available.
+    fn get(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut buffer = reused.unwrap_or_default();
+        buffer.reserve(capacity);
+        buffer
     }
 }
 
@@ -100,6 +168,7 @@ pub struct RecordBatchBuilder {
     /// Payload size of the last batch: the next one is likely the same, so its buffer is
     /// allocated once at that size instead of growing by doubling.
     last_nbytes: usize,
+    pool: BufferPool,
 }
 
 impl RecordBatchBuilder {
@@ -118,6 +187,7 @@ impl RecordBatchBuilder {
             data: Vec::new(),
             offsets: Self::fresh_offsets(max_records),
             last_nbytes: 0,
+            pool: BufferPool::default(),
         }
     }
 
@@ -134,7 +204,7 @@ impl BatchBuilder for RecordBatchBuilder {
     #[inline]
     fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
         if self.data.capacity() == 0 {
-            self.data.reserve(self.last_nbytes.max(record.len()));
+            self.data = self.pool.get(self.last_nbytes.max(record.len()));
         }
         self.data.extend_from_slice(record);
         self.offsets.push(self.data.len() as i64);
@@ -155,6 +225,7 @@ impl BatchBuilder for RecordBatchBuilder {
         RecordBatch {
             data: std::mem::take(&mut self.data),
             offsets: std::mem::replace(&mut self.offsets, Self::fresh_offsets(self.max_records)),
+            pool: Some(self.pool.clone()),
         }
     }
 }

@@ -11,7 +11,7 @@ const FOOTER_LEN: usize = 4;
 /// TFRecord's CRC mask, which keeps a CRC of data that itself holds CRCs from looking valid.
 #[inline]
 pub fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(data);
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32;
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
