@@ -298,7 +298,7 @@ def test_keras_fit_reads_one_fifo_per_epoch_then_evaluates_and_exports(pipe_job,
 
     # The exported model serves on its own: no input pipeline, no FIFO, no PipeModeDataset.
     export_dir = tmp_path / "model"
-    model.export(str(export_dir), verbose=False)
+    model.export(str(export_dir))
     for fifo in pipe_job.pipe_dir.glob("*_[0-9]*"):
         fifo.unlink()
     served = (loaded := tf.saved_model.load(str(export_dir))).serve(tf.zeros([2, DIMENSION]))
