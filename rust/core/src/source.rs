@@ -439,6 +439,15 @@ impl Input {
                 return Err(cancelled(&self.label));
             }
             if buf.len() - self.start < need {
+                // Records of more than a quarter of the buffer would have most of their bytes
+                // moved to the front again and again; with room for several records, each
+                // byte moves about once at most. Growing only while a quarter of the buffer is
+                // unread data keeps it within a few times the bytes that really arrived.
+                if need > buf.len() / 4 && self.end - self.start >= buf.len() / 4 {
+                    buf.resize(buf.len().saturating_mul(2), 0);
+                }
+            }
+            if buf.len() - self.start < need {
                 // Make room: move the unread tail to the front, then grow if that is not enough.
                 buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
@@ -502,5 +511,42 @@ fn read_some(
             io::ErrorKind::Interrupted => {}
             _ => return Err(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer_len(input: &Input) -> usize {
+        match &input.kind {
+            Kind::Stream { buf, .. } => buf.len(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn asking_for_more_than_arrives_allocates_only_what_arrived() {
+        let data = vec![7u8; 100_000];
+        let mut input = Input::from_read(Box::new(io::Cursor::new(data)), "test", 1024);
+        assert_eq!(input.fill(1 << 29).unwrap(), 100_000);
+        assert!(input.at_eof());
+        assert!(buffer_len(&input) <= 4 * 100_000, "{}", buffer_len(&input));
+    }
+
+    #[test]
+    fn large_records_grow_the_buffer_to_hold_several() {
+        let record = 10_000;
+        let data = vec![1u8; record * 50];
+        let mut input = Input::from_read(Box::new(io::Cursor::new(data)), "test", 1024);
+        let mut offset = 0;
+        while input.fill(record).unwrap() >= record {
+            assert_eq!(input.offset(), offset);
+            assert_eq!(input.take(record).len(), record);
+            offset += record as u64;
+        }
+        assert_eq!(offset, 500_000);
+        let len = buffer_len(&input);
+        assert!((3 * record..=16 * record).contains(&len), "{len}");
     }
 }
