@@ -214,6 +214,7 @@ def test_corrupt_stream_names_path_and_offset(tmp_path):
         for record in reader:
             records.append(record)
     assert records == [b"good"]
+    assert list(reader) == []  # the error ended the stream; it is not raised again
     assert raised.value.offset == 20
     assert raised.value.path == f"channel 'eval' {path}"
     assert "byte offset 20" in str(raised.value) and str(path) in str(raised.value)

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Union
+from typing import Any, Union
 
 from pipemode import _native
 from pipemode._native import RecordBatch
@@ -52,7 +52,7 @@ class RecordReader:
         buffer_size: int = 1 << 20,
         prefetch: int = 4,
     ) -> None:
-        self._options = {
+        self._options: dict[str, Any] = {
             "record_format": record_format,
             "max_corrupted_records_to_skip": max_corrupted_records_to_skip,
             "multipart": multipart,
