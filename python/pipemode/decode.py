@@ -112,7 +112,8 @@ def _raw_dtype(name: str, dtype: Any) -> np.dtype[Any]:
 
 
 def example_spec(
-    features: Mapping[str, Any], decode_raw: Mapping[str, Any] | None = None
+    features: Mapping[str, Any] | _native.ExampleSpec,
+    decode_raw: Mapping[str, Any] | None = None,
 ) -> _native.ExampleSpec:
     """Checks `features` (a `tf.io.parse_example` dict) and `decode_raw` once, for decoding."""
     if isinstance(features, _native.ExampleSpec):
