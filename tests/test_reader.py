@@ -303,3 +303,14 @@ def test_writer_to_a_fifo_feeds_a_reader_in_another_thread(tmp_path):
 def test_exports():
     assert pipemode.RecordReader is RecordReader
     assert pipemode.RecordBatch is RecordBatch
+
+
+def test_batch_size_is_fixed_by_the_first_read(tmp_path):
+    path = encode([b"r"] * 10, "RecordIO", tmp_path / "data")
+    reader = RecordReader(path, batch_size=4)
+    assert [len(b) for b in reader.batches(3)] == [3, 3, 3, 1]  # not started yet: n applies
+    reader = RecordReader(path)
+    batches = reader.batches(5)
+    assert len(next(batches)) == 5
+    with pytest.raises(ValueError, match="batch_size=2"):
+        next(reader.batches(2))
