@@ -120,3 +120,28 @@ def test_corrupt_tfrecords_are_skipped_and_reported(
     assert batch["labels"].tolist() == [0, 1, 1, 0]
     assert reader.records_skipped == 1
     assert "skipped 1 corrupt TFRecord record" in caplog.text
+
+
+def test_decode_raw_sizes_may_change_between_batches_as_in_tf(
+    tmp_path: Path, fifo: Callable[..., Path]
+) -> None:
+    # decode_raw fixes one size per batch, so records of 4, then 8 floats work batch by batch.
+    records = tutorial_records(96, dim=4) + tutorial_records(64, dim=8)
+    channel = fifo(write(tmp_path / "data", records, "RecordIO"))
+    reader = DenseReader(channel, features=SPEC, decode_raw=RAW, batch_size=32, batches_per_block=4)
+    batches = list(reader)
+    assert [b["data"].shape for b in batches] == [(32, 4)] * 3 + [(32, 8)] * 2
+    for i, batch in enumerate(batches):
+        expected = decode_examples(records[32 * i : 32 * (i + 1)], SPEC, RAW)
+        np.testing.assert_array_equal(batch["data"], expected["data"])
+
+
+def test_decode_raw_sizes_must_agree_within_a_batch(
+    tmp_path: Path, fifo: Callable[..., Path]
+) -> None:
+    records = tutorial_records(40, dim=4) + tutorial_records(40, dim=8)
+    channel = fifo(write(tmp_path / "data", records, "RecordIO"))
+    reader = DenseReader(channel, features=SPEC, decode_raw=RAW, batch_size=32)
+    with pytest.raises(RecordDecodeError, match="expected 32 bytes") as caught:
+        list(reader)
+    assert caught.value.record == 40

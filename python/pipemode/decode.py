@@ -224,7 +224,8 @@ class DenseReader:
     yields the whole blocks instead. Nothing is opened until the first read. A record that does
     not decode raises `pipemode.RecordDecodeError` naming the path, record index, byte offset
     and feature; bad framing raises `pipemode.CorruptRecordError`. With ``decode_raw``, a
-    feature's strings must all have one size within a block (TF requires it within a batch).
+    feature's strings must all have one size within a batch, as TF requires; where the size
+    changes between batches, a block ends early so that each block has one size.
 
     For PyTorch or JAX: ``torch.from_numpy(batch["data"])`` shares the buffer as it is.
     """

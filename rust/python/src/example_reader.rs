@@ -91,7 +91,7 @@ impl PyExampleReader {
             let rows = batch_size.checked_mul(batches_per_block).ok_or_else(|| {
                 Error::Config("batch_size * batches_per_block is too large".to_string())
             })?;
-            let builder = DenseBlockBuilder::new(core_spec, rows);
+            let builder = DenseBlockBuilder::new(core_spec, rows).with_batch_size(batch_size);
             let reader = PrefetchReader::new(path, options, builder)?;
             Ok(PyExampleReader {
                 canceller: reader.canceller(),

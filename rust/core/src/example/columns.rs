@@ -193,10 +193,18 @@ pub struct DenseBlock {
 /// Decodes tf.train.Example records into a [`DenseBlock`] of `rows_per_block` rows, as
 /// `tf.io.parse_example` (and `tf.io.decode_raw`) would. Per record it allocates nothing: values
 /// are copied from the record straight into their column.
+///
+/// TF's `decode_raw` needs one string size per call, i.e. per batch. A block holds several
+/// batches, so when a record's size differs where a new batch would start, the block ends
+/// early there and the record starts the next one (see [`DenseBlockBuilder::with_batch_size`]).
 pub struct DenseBlockBuilder {
     spec: Arc<ExampleSpec>,
     rows_per_block: usize,
+    /// Rows per batch: a block may end early only after a whole number of batches.
+    batch_rows: usize,
     rows: usize,
+    /// A block ended early, waiting to be taken.
+    pending: Option<DenseBlock>,
     columns: Vec<ColumnBuilder>,
     /// Per feature, where in the current record its last non-empty `Feature` lies.
     found: Vec<Option<(usize, usize)>>,
@@ -217,11 +225,20 @@ impl DenseBlockBuilder {
         Self {
             spec,
             rows_per_block,
+            batch_rows: rows_per_block,
             rows: 0,
+            pending: None,
             columns,
             found,
             pool,
         }
+    }
+
+    /// Lets a block end after any whole number of `batch_size` rows when `decode_raw` strings
+    /// change size there; without it, string sizes must agree within a whole block.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_rows = batch_size.clamp(1, self.rows_per_block);
+        self
     }
 
     fn empty_columns(spec: &ExampleSpec, rows: usize, pool: &BufferPool) -> Vec<ColumnBuilder> {
@@ -250,13 +267,9 @@ impl DenseBlockBuilder {
         })
         .map_err(|e| RecordError(format!("not a valid tf.train.Example: {e}")))
     }
-}
 
-impl BatchBuilder for DenseBlockBuilder {
-    type Batch = DenseBlock;
-
-    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        self.locate_features(record)?;
+    /// Writes the located features as the next row, or leaves the columns as they were.
+    fn write_row(&mut self, record: &[u8]) -> Result<(), RecordError> {
         let row = self.rows;
         for (i, feature) in self.spec.features().iter().enumerate() {
             let value = self.found[i].map(|(start, len)| &record[start..start + len]);
@@ -271,27 +284,74 @@ impl BatchBuilder for DenseBlockBuilder {
         Ok(())
     }
 
-    fn len(&self) -> usize {
-        self.rows
+    /// The only state a row carries to the next is a `decode_raw` string size, and a new batch
+    /// may change it: at a batch boundary, a record that fails here is retried in a new block.
+    fn may_start_new_block(&self) -> bool {
+        self.rows > 0
+            && self.rows % self.batch_rows == 0
+            && self.pending.is_none()
+            && self
+                .spec
+                .features()
+                .iter()
+                .any(|f| matches!(f.kind, FeatureKind::Raw { .. }))
     }
 
-    fn is_full(&self) -> bool {
-        self.rows >= self.rows_per_block
-    }
-
-    fn take(&mut self) -> DenseBlock {
+    /// Ends the block before `record` and starts the next with it, if it decodes there.
+    fn start_new_block_with(&mut self, record: &[u8]) -> Result<(), RecordError> {
         let fresh = Self::empty_columns(&self.spec, self.rows_per_block, &self.pool);
-        let built = std::mem::replace(&mut self.columns, fresh);
+        let full = std::mem::replace(&mut self.columns, fresh);
         let rows = std::mem::take(&mut self.rows);
+        if let Err(error) = self.write_row(record) {
+            self.columns = full;
+            self.rows = rows;
+            return Err(error);
+        }
+        self.pending = Some(self.finish(full, rows));
+        Ok(())
+    }
+
+    fn finish(&self, columns: Vec<ColumnBuilder>, rows: usize) -> DenseBlock {
         DenseBlock {
             rows,
-            columns: built
+            columns: columns
                 .into_iter()
                 .zip(self.spec.features())
                 .map(|(column, feature)| column.finish(feature))
                 .collect(),
             pool: self.pool.clone(),
         }
+    }
+}
+
+impl BatchBuilder for DenseBlockBuilder {
+    type Batch = DenseBlock;
+
+    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        self.locate_features(record)?;
+        match self.write_row(record) {
+            Err(_) if self.may_start_new_block() => self.start_new_block_with(record),
+            result => result,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows + self.pending.as_ref().map_or(0, |block| block.rows)
+    }
+
+    fn is_full(&self) -> bool {
+        self.pending.is_some() || self.rows >= self.rows_per_block
+    }
+
+    /// The block ended early if there is one, else the current block.
+    fn take(&mut self) -> DenseBlock {
+        if let Some(block) = self.pending.take() {
+            return block;
+        }
+        let fresh = Self::empty_columns(&self.spec, self.rows_per_block, &self.pool);
+        let built = std::mem::replace(&mut self.columns, fresh);
+        let rows = std::mem::take(&mut self.rows);
+        self.finish(built, rows)
     }
 }
 

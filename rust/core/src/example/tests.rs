@@ -284,6 +284,35 @@ fn a_failed_record_leaves_the_builder_as_it_was() {
 }
 
 #[test]
+fn a_raw_size_may_change_where_a_batch_starts_but_not_within_one() {
+    let spec = spec(vec![feature("r", FeatureKind::Raw { item_size: 1 }, &[])]);
+    let record = |width: usize| encode_example(&[(b"r", Values::Bytes(&[&vec![7; width]]))]);
+    let mut builder = DenseBlockBuilder::new(spec, 6).with_batch_size(2);
+    let mut blocks = Vec::new();
+    for width in [4, 4, 8, 8, 8, 8] {
+        builder.push(&record(width)).unwrap();
+        if builder.is_full() {
+            blocks.push(builder.take());
+        }
+    }
+    blocks.push(builder.take());
+    let shapes: Vec<(usize, Vec<usize>)> = blocks
+        .iter()
+        .map(|block| match &block.columns[0] {
+            Column::Numeric { row_shape, .. } => (block.rows, row_shape.clone()),
+            Column::Bytes { .. } => panic!("raw columns are numeric"),
+        })
+        .collect();
+    assert_eq!(shapes, [(2, vec![4]), (4, vec![8])]);
+
+    // Within a batch the sizes must agree, as in one decode_raw call.
+    assert!(builder.push(&record(4)).is_ok());
+    let error = builder.push(&record(8)).unwrap_err();
+    assert!(error.0.contains("expected 4 bytes"), "{error}");
+    assert_eq!(builder.take().rows, 1);
+}
+
+#[test]
 fn blocks_fill_to_their_size_and_start_afresh() {
     let spec = spec(vec![feature("i", FeatureKind::Int64, &[])]);
     let mut builder = DenseBlockBuilder::new(spec, 2);
