@@ -310,3 +310,20 @@ def test_keras_fit_reads_one_fifo_per_epoch_then_evaluates_and_exports(pipe_job,
 def _graph_ops(loaded) -> set[str]:
     graph = loaded.serve.get_concrete_function(tf.TensorSpec([None, DIMENSION])).graph
     return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize(
+    ("multipart", "joined"),
+    [("dmlc", b"abc" + struct.pack("<I", 0xCED7230A) + b"defg"), ("concat", b"abcdefg")],
+)
+def test_multipart_recordio_joins_as_asked(pipe_job, multipart, joined):
+    pipe_job.add_channel("train")
+
+    def part(cflag: int, payload: bytes) -> bytes:
+        header = struct.pack("<II", 0xCED7230A, (cflag << 29) | len(payload))
+        return header + payload + b"\0" * (-len(payload) % 4)
+
+    stream = recordio([b"before"]) + part(1, b"abc") + part(3, b"defg") + recordio([b"after"])
+    pipe_job.feed("train", 0, stream)
+    dataset = PipeModeDataset("train", multipart=multipart, **pipe_job.dirs())
+    assert records_of(dataset) == [b"before", joined, b"after"]

@@ -89,7 +89,9 @@ class PipeModeChannel:
     `record_format`. It then writes the epoch counter as 0 if no reader has yet.
 
     `None` for a folder means the SageMaker default (see `default_state_dir` and friends).
-    `open_timeout` bounds the wait, in seconds, for an epoch's FIFO and its writer.
+    `open_timeout` bounds the wait, in seconds, for an epoch's FIFO and its writer. `multipart`
+    says how multipart RecordIO records are joined: "dmlc" as MXNet does (the magic word between
+    parts), "concat" as `sagemaker_tensorflow` did.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class PipeModeChannel:
         max_corrupted_records_to_skip: int = 0,
         *,
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+        multipart: str = "dmlc",
     ) -> None:
         self.channel = channel
         self.record_format = record_format
@@ -110,6 +113,7 @@ class PipeModeChannel:
         self.config_dir = Path(config_dir) if config_dir is not None else default_config_dir()
         self.max_corrupted_records_to_skip = max_corrupted_records_to_skip
         self.open_timeout = open_timeout
+        self.multipart = multipart
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.input_data_config = _read_input_data_config(self.config_dir)
@@ -164,6 +168,7 @@ class PipeModeChannel:
             self.record_format,
             batch_size=batch_size,
             max_corrupted_records_to_skip=self.max_corrupted_records_to_skip,
+            multipart=self.multipart,
             open_timeout=self.open_timeout,
             name=self.describe(epoch),
         )

@@ -49,7 +49,8 @@ class PipeModeDataset(tf.data.Dataset):
     Each element is one record as a scalar `tf.string`. Each iterator (each `repeat` pass, each
     Keras epoch) reads the channel's next epoch, claimed when it first reads, so an iterator
     that is never read consumes nothing. `open_timeout` bounds, in seconds, the wait for the
-    epoch's FIFO and its writer.
+    epoch's FIFO and its writer; `multipart="concat"` joins multipart RecordIO records as the
+    incumbent did rather than as MXNet does (the default, "dmlc").
 
     The fast path, `features=`: a dict of `tf.io.FixedLenFeature` as for `tf.io.parse_example`,
     `decode_raw={name: dtype}` for string features holding raw numbers. Examples are decoded in
@@ -72,6 +73,7 @@ class PipeModeDataset(tf.data.Dataset):
         decode_raw: Mapping[str, Any] | None = None,
         batch_size: int = 64,
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+        multipart: str = "dmlc",
     ) -> None:
         self.channel = PipeModeChannel(
             channel,
@@ -81,6 +83,7 @@ class PipeModeDataset(tf.data.Dataset):
             config_dir=config_dir,
             max_corrupted_records_to_skip=max_corrupted_records_to_skip,
             open_timeout=open_timeout,
+            multipart=multipart,
         )
         meter = _meter_factory(benchmark, benchmark_records_interval)
         if features is None:
@@ -162,6 +165,7 @@ def _dense_batches(
             features=spec,
             batch_size=batch_size,
             max_corrupted_records_to_skip=channel.max_corrupted_records_to_skip,
+            multipart=channel.multipart,
             open_timeout=channel.open_timeout,
             name=channel.describe(epoch),
         )
