@@ -327,3 +327,11 @@ def test_multipart_recordio_joins_as_asked(pipe_job, multipart, joined):
     pipe_job.feed("train", 0, stream)
     dataset = PipeModeDataset("train", multipart=multipart, **pipe_job.dirs())
     assert records_of(dataset) == [b"before", joined, b"after"]
+
+
+def test_an_empty_epoch_is_empty_and_the_next_one_follows(pipe_job):
+    pipe_job.add_channel("train")
+    pipe_job.feed("train", 0, b"")
+    pipe_job.feed("train", 1, recordio([b"", b"after an empty record"]))
+    dataset = PipeModeDataset("train", **pipe_job.dirs())
+    assert records_of(dataset.repeat(2)) == [b"", b"after an empty record"]
