@@ -61,9 +61,10 @@ fn spec() -> Arc<ExampleSpec> {
     .clone()
 }
 
-/// Every numeric column holds `rows` rows of its row shape; every string column `rows * n`.
-fn check_block(block: &DenseBlock, rows: usize, spec: &ExampleSpec) {
-    assert_eq!(block.rows, rows);
+/// Every numeric column holds the block's rows of its row shape; every string column
+/// `rows * n` strings. Returns the block's rows.
+fn check_block(block: &DenseBlock, spec: &ExampleSpec) -> usize {
+    let rows = block.rows;
     for (column, feature) in block.columns.iter().zip(spec.features()) {
         match column {
             Column::Numeric { data, row_shape } => {
@@ -79,26 +80,32 @@ fn check_block(block: &DenseBlock, rows: usize, spec: &ExampleSpec) {
             }
         }
     }
+    rows
 }
 
-// The first byte sets the block size; the rest is records, each a length byte then its bytes.
+// The first byte sets the batch and block sizes; the rest is records, each a length byte then
+// its bytes. Blocks may end early where a decode_raw size changes between batches, but every
+// record that decoded must come out, in a block that is full, early at a batch, or the last.
 fuzz_target!(|data: &[u8]| {
-    let Some((&block_rows, mut rest)) = data.split_first() else {
+    let Some((&sizes, mut rest)) = data.split_first() else {
         return;
     };
+    let (batch, batches) = (usize::from(sizes % 4) + 1, usize::from(sizes >> 4 & 3) + 1);
     let spec = spec();
-    let mut builder = DenseBlockBuilder::new(spec.clone(), usize::from(block_rows % 8) + 1);
-    let mut rows = 0;
+    let mut builder = DenseBlockBuilder::new(spec.clone(), batch * batches).with_batch_size(batch);
+    let (mut decoded, mut delivered) = (0, 0);
     while let Some((&len, tail)) = rest.split_first() {
         let (record, tail) = tail.split_at(usize::from(len).min(tail.len()));
         rest = tail;
         if builder.push(record).is_ok() {
-            rows += 1;
+            decoded += 1;
         }
         if builder.is_full() {
-            check_block(&builder.take(), rows, &spec);
-            rows = 0;
+            let rows = check_block(&builder.take(), &spec);
+            assert!(rows == batch * batches || (rows > 0 && rows % batch == 0));
+            delivered += rows;
         }
     }
-    check_block(&builder.take(), rows, &spec);
+    delivered += check_block(&builder.take(), &spec);
+    assert_eq!(delivered, decoded);
 });
