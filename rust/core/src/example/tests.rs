@@ -469,6 +469,44 @@ proptest! {
     }
 
     #[test]
+    fn raw_sizes_work_per_batch_as_in_tf(
+        widths in prop::collection::vec(prop::sample::select(vec![0usize, 2, 4]), 1..24),
+        batch in 1usize..4,
+        batches in 1usize..4,
+    ) {
+        // The model: TF decodes batch after batch; each batch needs one string size.
+        let first_bad = widths.chunks(batch).position(|c| c.iter().any(|&w| w != c[0]));
+        let spec = spec(vec![feature("r", FeatureKind::Raw { item_size: 2 }, &[])]);
+        let mut builder = DenseBlockBuilder::new(spec, batch * batches).with_batch_size(batch);
+        let mut decoded = Vec::new();
+        let mut failed_at = None;
+        for (i, &width) in widths.iter().enumerate() {
+            let value: Vec<u8> = (0..width).map(|b| (i * 8 + b) as u8).collect();
+            if builder.push(&encode_example(&[(b"r", Values::Bytes(&[&value]))])).is_err() {
+                failed_at = Some(i);
+                break;
+            }
+            if builder.is_full() {
+                decoded.push(builder.take());
+            }
+        }
+        decoded.push(builder.take());
+        prop_assert_eq!(failed_at.map(|i| i / batch), first_bad);
+        let mut row = 0;
+        for block in &decoded {
+            let Column::Numeric { data, row_shape } = &block.columns[0] else { panic!() };
+            let width = row_shape[0] * 2;
+            for r in 0..block.rows {
+                prop_assert_eq!(width, widths[row]);
+                let expected: Vec<u8> = (0..width).map(|b| (row * 8 + b) as u8).collect();
+                prop_assert_eq!(&data.as_slice()[r * width..(r + 1) * width], &expected[..]);
+                row += 1;
+            }
+        }
+        prop_assert_eq!(row, failed_at.unwrap_or(widths.len()));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(records in prop::collection::vec(
         prop::collection::vec(any::<u8>(), 0..64), 1..8,
     )) {
