@@ -71,6 +71,8 @@ def test_each_framing_yields_its_records(pipe_job, record_format):
     assert isinstance(dataset, tf.data.Dataset)
     assert dataset.element_spec == tf.TensorSpec(shape=(), dtype=tf.string, name=None)
     assert dataset.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    assert (dataset.channel, dataset.record_format) == ("train", record_format)
+    assert dataset.pipe_dir == str(pipe_job.pipe_dir)
     assert records_of(dataset) == records
 
 
@@ -284,6 +286,7 @@ def test_keras_fit_reads_one_fifo_per_epoch_then_evaluates_and_exports(pipe_job,
         dataset = PipeModeDataset(channel, **pipe_job.dirs())
         return dataset.prefetch(10).map(parse_tutorial).batch(64)
 
+    tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential(
         [tf.keras.Input((DIMENSION,)), tf.keras.layers.Dense(1, activation="sigmoid")]
     )

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipemode.channel import DEFAULT_OPEN_TIMEOUT, PathLike, PipeModeChannel
+from pipemode.errors import PipeModeDatasetException
 
 __all__ = ["PipeModeDataset"]
 
@@ -75,7 +76,7 @@ class PipeModeDataset(tf.data.Dataset):
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         multipart: str = "dmlc",
     ) -> None:
-        self.channel = PipeModeChannel(
+        pipe_channel = PipeModeChannel(
             channel,
             record_format,
             state_dir=state_dir,
@@ -85,13 +86,25 @@ class PipeModeDataset(tf.data.Dataset):
             open_timeout=open_timeout,
             multipart=multipart,
         )
+        self.pipe_channel = pipe_channel
+        # The incumbent's attributes, for scripts that read them.
+        self.channel = channel
+        self.record_format = record_format
+        self.state_dir = str(pipe_channel.state_dir)
+        self.pipe_dir = str(pipe_channel.pipe_dir)
+        self.benchmark = benchmark
+        self.benchmark_records_interval = benchmark_records_interval
+        self.max_corrupted_records_to_skip = max_corrupted_records_to_skip
+        self.input_data_config = pipe_channel.input_data_config
         meter = _meter_factory(benchmark, benchmark_records_interval)
         if features is None:
             if decode_raw is not None:
-                raise ValueError("decode_raw= needs features=: it names features to decode")
-            pipeline = _raw_records(self.channel, meter)
+                raise PipeModeDatasetException(
+                    "decode_raw= needs features=: it names features to decode"
+                )
+            pipeline = _raw_records(pipe_channel, meter)
         else:
-            pipeline = _dense_batches(self.channel, meter, features, decode_raw, batch_size)
+            pipeline = _dense_batches(pipe_channel, meter, features, decode_raw, batch_size)
         # The composed pipeline does the work; this class gives it the incumbent's name and
         # constructor so `isinstance(ds, PipeModeDataset)` and every Dataset method still work.
         self._pipeline = pipeline
