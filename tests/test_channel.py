@@ -124,8 +124,8 @@ def test_claims_count_up_and_are_never_reset(pipe_job):
     assert first.claim_next_epoch() == (1, pipe_job.pipe_dir / "train_1")
     # A second reader on the channel, or a re-created one, shares the counter.
     second = PipeModeChannel("train", **pipe_job.dirs())
-    assert second.claim_next_epoch().index == 2
-    assert first.claim_next_epoch().index == 3
+    assert second.claim_next_epoch().number == 2
+    assert first.claim_next_epoch().number == 3
     assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"4"
 
 
@@ -134,7 +134,7 @@ def test_channels_count_independently(pipe_job):
     pipe_job.add_channel("eval")
     train = PipeModeChannel("train", **pipe_job.dirs())
     evaluation = PipeModeChannel("eval", **pipe_job.dirs())
-    assert [train.claim_next_epoch().index for _ in range(3)] == [0, 1, 2]
+    assert [train.claim_next_epoch().number for _ in range(3)] == [0, 1, 2]
     assert evaluation.claim_next_epoch() == (0, pipe_job.pipe_dir / "eval_0")
 
 
@@ -144,7 +144,7 @@ def test_counter_written_by_another_reader_is_continued(pipe_job):
     pipe_job.state_dir.mkdir()
     (pipe_job.state_dir / ".train-pipe_mode-state").write_bytes(b"7")
     channel = PipeModeChannel("train", **pipe_job.dirs())
-    assert channel.claim_next_epoch().index == 7
+    assert channel.claim_next_epoch().number == 7
 
 
 def test_garbage_counter_is_a_clear_error(pipe_job):
@@ -160,7 +160,7 @@ import sys
 from pipemode import PipeModeChannel
 state_dir, pipe_dir, config_dir, claims = sys.argv[1:]
 channel = PipeModeChannel("train", state_dir=state_dir, pipe_dir=pipe_dir, config_dir=config_dir)
-print(" ".join(str(channel.claim_next_epoch().index) for _ in range(int(claims))))
+print(" ".join(str(channel.claim_next_epoch().number) for _ in range(int(claims))))
 """
 
 
@@ -208,7 +208,7 @@ def test_epochs_read_without_tensorflow(pipe_job):
     assert first.epoch == (0, pipe_job.pipe_dir / "train_0")
     second = channel.next_epoch(batch_size=500)
     assert [len(batch) for batch in second.batches()] == [500] * 6
-    assert second.epoch.index == 1
+    assert second.epoch.number == 1
     with pytest.raises(PipeModeDatasetException, match=r"epoch 1 .* was already read"):
         list(second)
     assert channel.peek_next_epoch() == 2

@@ -72,9 +72,9 @@ def default_config_dir() -> Path:
 
 
 class Epoch(NamedTuple):
-    """An epoch claimed from a channel: its index and the FIFO that serves it."""
+    """An epoch claimed from a channel: its number (from 0) and the FIFO that serves it."""
 
-    index: int
+    number: int
     path: Path
 
 
@@ -175,7 +175,7 @@ class PipeModeChannel:
 
     def describe(self, epoch: Epoch) -> str:
         """How messages name an epoch (the reader adds its FIFO's path)."""
-        return f"channel {self.channel!r} epoch {epoch.index}"
+        return f"channel {self.channel!r} epoch {epoch.number}"
 
     def __repr__(self) -> str:
         return (
@@ -218,7 +218,7 @@ class ChannelEpoch:
     """One epoch of a channel that claims its FIFO only when first read.
 
     Iterating yields each record as `bytes`; `batches()` yields `RecordBatch`es. Creating one and
-    never reading it consumes no epoch. Once claimed, `epoch` names the index and FIFO. An epoch
+    never reading it consumes no epoch. Once claimed, `epoch` names its number and FIFO. An epoch
     is read once: SageMaker does not serve a FIFO twice.
     """
 
