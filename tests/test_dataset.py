@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 import struct
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FifoFeeder, PipeJob
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pipemode import PipeModeDatasetException
 
 tf = pytest.importorskip("tensorflow")
@@ -337,3 +342,28 @@ def test_an_empty_epoch_is_empty_and_the_next_one_follows(pipe_job):
     pipe_job.feed("train", 1, recordio([b"", b"after an empty record"]))
     dataset = PipeModeDataset("train", **pipe_job.dirs())
     assert records_of(dataset.repeat(2)) == [b"", b"after an empty record"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    record_format=st.sampled_from(list(ENCODERS)),
+    records=st.lists(st.binary(max_size=3000), max_size=40),
+    batch=st.sampled_from([None, 1, 7]),
+)
+def test_arbitrary_records_round_trip_through_a_fifo(record_format, records, batch):
+    if record_format == "TextLine":
+        records = [r.replace(b"\n", b"") for r in records]
+    with tempfile.TemporaryDirectory() as root:
+        feeder = FifoFeeder(Path(root))
+        try:
+            job = PipeJob(Path(root), feeder)
+            job.add_channel("train")
+            job.feed("train", 0, ENCODERS[record_format](records))
+            dataset = PipeModeDataset("train", record_format, open_timeout=30, **job.dirs())
+            if batch is None:
+                assert records_of(dataset) == records
+            else:
+                batched = [r for b in dataset.batch(batch) for r in b.numpy().tolist()]
+                assert batched == records
+        finally:
+            feeder.close()
