@@ -16,20 +16,17 @@ records (`pipemode.RecordReader`) and parse those in TF instead.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from types import TracebackType
 from typing import Any, NamedTuple, Union
 
 import numpy as np
 
 from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
+from pipemode.reader import _StreamReader
 
 __all__ = ["DenseReader", "FixedLenFeature", "decode_examples", "encode_example", "example_spec"]
-
-logger = logging.getLogger("pipemode")
 
 _KINDS = {"int64": "int64", "float32": "float32", "string": "string", "bytes": "string"}
 _UNSUPPORTED = ("VarLenFeature", "SparseFeature", "RaggedFeature", "FixedLenSequenceFeature")
@@ -214,7 +211,7 @@ def _iterable(value: Any) -> Iterable[Any]:
 Columns = dict[str, np.ndarray]
 
 
-class DenseReader:
+class DenseReader(_StreamReader[_native.ExampleReader]):
     """Reads a FIFO or file of tf.train.Example records as dense numpy batches.
 
     ``for batch in reader`` yields ``{name: ndarray[batch_size, *shape]}`` per batch (the last
@@ -246,8 +243,7 @@ class DenseReader:
         buffer_size: int = 1 << 20,
         prefetch: int = 4,
     ) -> None:
-        self._path = os.fspath(path)
-        self._name = name
+        super().__init__(path, name)
         # Built now so that a bad spec or option fails here; the reader opens nothing yet.
         self._native = _native.ExampleReader(
             self._path,
@@ -262,11 +258,6 @@ class DenseReader:
             buffer_size=buffer_size,
             prefetch=prefetch,
         )
-        self._skipped_reported = 0
-
-    @property
-    def path(self) -> str:
-        return self._path
 
     @property
     def batch_size(self) -> int:
@@ -291,52 +282,3 @@ class DenseReader:
             rows = len(next(iter(block.values())))
             for start in range(0, rows, size):
                 yield {name: column[start : start + size] for name, column in block.items()}
-
-    def _report_skipped(self) -> None:
-        skipped = self._native.records_skipped
-        if skipped > self._skipped_reported:
-            label = f"{self._name} {self._path}" if self._name else self._path
-            logger.warning(
-                "%s: skipped %d corrupt TFRecord record(s) with a bad data CRC (%d in total)",
-                label,
-                skipped - self._skipped_reported,
-                skipped,
-            )
-            self._skipped_reported = skipped
-
-    def close(self) -> None:
-        """Stops reading and closes the FIFO or file (its writer then sees EPIPE)."""
-        self._native.close()
-
-    def __enter__(self) -> DenseReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def records_read(self) -> int:
-        return self._native.records_read
-
-    @property
-    def bytes_read(self) -> int:
-        return self._native.bytes_read
-
-    @property
-    def records_skipped(self) -> int:
-        return self._native.records_skipped
-
-    @property
-    def pipe_wait_seconds(self) -> float:
-        """Seconds the reader thread waited for the path, the FIFO's writer or its data."""
-        return self._native.pipe_wait_seconds
-
-    @property
-    def consumer_wait_seconds(self) -> float:
-        """Seconds the reader thread waited for the consumer to take blocks."""
-        return self._native.consumer_wait_seconds

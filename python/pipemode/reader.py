@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, Generic, Protocol, TypeVar, Union
 
 from pipemode import _native
 from pipemode._native import RecordBatch
@@ -26,83 +26,49 @@ PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_BATCH_SIZE = 1024
 
 
-class RecordReader:
-    """Reads the records of one FIFO or file, in order, each exactly once.
+class _NativeStream(Protocol):
+    """What `_StreamReader` needs of a native reader (`_native.RecordReader`, `ExampleReader`)."""
 
-    ``for record in reader`` yields each record as ``bytes``; ``reader.batches(n)`` yields
-    `RecordBatch`es of up to ``n`` records. Bad framing raises `pipemode.CorruptRecordError`
-    naming the path and byte offset; a path or FIFO writer that does not appear within
-    ``open_timeout`` seconds raises `pipemode.PipeTimeoutError`.
+    def close(self) -> None: ...
+    @property
+    def records_read(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def records_skipped(self) -> int: ...
+    @property
+    def pipe_wait_seconds(self) -> float: ...
+    @property
+    def consumer_wait_seconds(self) -> float: ...
 
-    With ``max_corrupted_records_to_skip=k`` (TFRecord only), up to ``k`` consecutive records
-    whose data CRC is wrong are skipped and counted (a warning on the ``pipemode`` logger says
-    how many); a bad length CRC is always an error.
+
+_Native = TypeVar("_Native", bound=_NativeStream)
+_Reader = TypeVar("_Reader", bound="_StreamReader[Any]")
+
+
+class _StreamReader(Generic[_Native]):
+    """What every reader over a native reader thread shares: the path, closing, the context
+    manager, the warning about skipped records, and the counters.
+
+    Subclasses set ``_native`` to their native reader, built at once so that bad arguments fail
+    there, yet opening nothing until the first read.
     """
 
-    def __init__(
-        self,
-        path: PathLike,
-        record_format: str = "RecordIO",
-        *,
-        max_corrupted_records_to_skip: int = 0,
-        multipart: str = "dmlc",
-        open_timeout: float | None = 120.0,
-        name: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        buffer_size: int = 1 << 20,
-        prefetch: int = 4,
-    ) -> None:
-        self._options: dict[str, Any] = {
-            "record_format": record_format,
-            "max_corrupted_records_to_skip": max_corrupted_records_to_skip,
-            "multipart": multipart,
-            "open_timeout": open_timeout,
-            "name": name,
-            "buffer_size": buffer_size,
-            "prefetch": prefetch,
-        }
-        self._path = os.fspath(path)
-        # Built now so that bad arguments fail here; it opens nothing yet.
-        self._native = self._new_native(batch_size)
-        self._batch_size = batch_size
-        self._skipped_reported = 0
+    _native: _Native
 
-    def _new_native(self, batch_size: int) -> _native.RecordReader:
-        return _native.RecordReader(self._path, batch_size=batch_size, **self._options)
+    def __init__(self, path: PathLike, name: str | None) -> None:
+        self._path = os.fspath(path)
+        self._name = name
+        self._skipped_reported = 0
 
     @property
     def path(self) -> str:
         return self._path
 
-    def batches(self, n: int | None = None) -> Iterator[RecordBatch]:
-        """Yields batches of up to ``n`` records (default: the reader's ``batch_size``).
-
-        The batch size is fixed by the first read; asking for another size afterwards is an
-        error, because batches already read ahead have the old size.
-        """
-        if n is not None and n != self._batch_size:
-            if self._native.started:
-                raise ValueError(
-                    f"{self._path}: batches of {self._batch_size} records are already being "
-                    f"read; create the reader with batch_size={n} to read batches of {n}"
-                )
-            self._native = self._new_native(n)
-            self._batch_size = n
-        while True:
-            batch = self._native.next_batch()
-            self._report_skipped()
-            if batch is None:
-                return
-            yield batch
-
-    def __iter__(self) -> Iterator[bytes]:
-        for batch in self.batches():
-            yield from batch
-
     def _report_skipped(self) -> None:
         skipped = self._native.records_skipped
         if skipped > self._skipped_reported:
-            label = f"{self._options['name']} {self._path}" if self._options["name"] else self._path
+            label = f"{self._name} {self._path}" if self._name else self._path
             logger.warning(
                 "%s: skipped %d corrupt TFRecord record(s) with a bad data CRC (%d in total)",
                 label,
@@ -115,7 +81,7 @@ class RecordReader:
         """Stops reading and closes the FIFO or file (its writer then sees EPIPE)."""
         self._native.close()
 
-    def __enter__(self) -> RecordReader:
+    def __enter__(self: _Reader) -> _Reader:
         return self
 
     def __exit__(
@@ -146,8 +112,77 @@ class RecordReader:
 
     @property
     def consumer_wait_seconds(self) -> float:
-        """Seconds the reader thread waited for the consumer to take batches."""
+        """Seconds the reader thread waited for the consumer to take what it had read."""
         return self._native.consumer_wait_seconds
+
+
+class RecordReader(_StreamReader[_native.RecordReader]):
+    """Reads the records of one FIFO or file, in order, each exactly once.
+
+    ``for record in reader`` yields each record as ``bytes``; ``reader.batches(n)`` yields
+    `RecordBatch`es of up to ``n`` records. Bad framing raises `pipemode.CorruptRecordError`
+    naming the path and byte offset; a path or FIFO writer that does not appear within
+    ``open_timeout`` seconds raises `pipemode.PipeTimeoutError`.
+
+    With ``max_corrupted_records_to_skip=k`` (TFRecord only), up to ``k`` consecutive records
+    whose data CRC is wrong are skipped and counted (a warning on the ``pipemode`` logger says
+    how many); a bad length CRC is always an error.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        record_format: str = "RecordIO",
+        *,
+        max_corrupted_records_to_skip: int = 0,
+        multipart: str = "dmlc",
+        open_timeout: float | None = 120.0,
+        name: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        buffer_size: int = 1 << 20,
+        prefetch: int = 4,
+    ) -> None:
+        super().__init__(path, name)
+        self._options: dict[str, Any] = {
+            "record_format": record_format,
+            "max_corrupted_records_to_skip": max_corrupted_records_to_skip,
+            "multipart": multipart,
+            "open_timeout": open_timeout,
+            "name": name,
+            "buffer_size": buffer_size,
+            "prefetch": prefetch,
+        }
+        # Built now so that bad arguments fail here; it opens nothing yet.
+        self._native = self._new_native(batch_size)
+        self._batch_size = batch_size
+
+    def _new_native(self, batch_size: int) -> _native.RecordReader:
+        return _native.RecordReader(self._path, batch_size=batch_size, **self._options)
+
+    def batches(self, n: int | None = None) -> Iterator[RecordBatch]:
+        """Yields batches of up to ``n`` records (default: the reader's ``batch_size``).
+
+        The batch size is fixed by the first read; asking for another size afterwards is an
+        error, because batches already read ahead have the old size.
+        """
+        if n is not None and n != self._batch_size:
+            if self._native.started:
+                raise ValueError(
+                    f"{self._path}: batches of {self._batch_size} records are already being "
+                    f"read; create the reader with batch_size={n} to read batches of {n}"
+                )
+            self._native = self._new_native(n)
+            self._batch_size = n
+        while True:
+            batch = self._native.next_batch()
+            self._report_skipped()
+            if batch is None:
+                return
+            yield batch
+
+    def __iter__(self) -> Iterator[bytes]:
+        for batch in self.batches():
+            yield from batch
 
     def __repr__(self) -> str:
         return f"RecordReader({self._path!r}, {self._options['record_format']!r})"
