@@ -29,7 +29,10 @@ fmt:
 	$(PYTHON) -m ruff check --fix python tests benches examples
 
 bench: install
-	$(PYTHON) benches/run.py
+	$(PYTHON) benches/bench_reader.py
+	$(PYTHON) benches/bench_decode.py
+	$(PYTHON) benches/bench_dataset.py
+	$(PYTHON) benches/bench_runner.py
 
 demo:
 	$(PIP) install --quiet ".[tensorflow]"
