@@ -3,9 +3,8 @@
 //! numeric columns (`crate::example`). Both are a [`BatchBuilder`], so the reader thread does
 //! framing and batching in one pass and each payload byte is copied once.
 
-use std::sync::{Arc, Mutex};
-
 use crate::error::RecordError;
+use crate::pool::Pool;
 
 /// Accumulates complete records (never a partial one) into batches.
 pub trait BatchBuilder: Send + 'static {
@@ -37,7 +36,7 @@ pub struct RecordBatch {
     data: Vec<u8>,
     offsets: Vec<i64>,
     /// Where the payload buffer goes back to when the batch is dropped.
-    pool: Option<BufferPool>,
+    pool: Option<Pool<Vec<u8>>>,
 }
 
 impl PartialEq for RecordBatch {
@@ -61,7 +60,7 @@ impl Clone for RecordBatch {
 impl Drop for RecordBatch {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {
-            pool.put(std::mem::take(&mut self.data));
+            pool.give(std::mem::take(&mut self.data));
         }
     }
 }
@@ -126,36 +125,6 @@ impl RecordBatch {
     }
 }
 
-/// Payload buffers of dropped batches, kept for the next batches. A fresh multi-megabyte
-/// buffer costs a page fault per 4 KiB page on first touch (and glibc returns large blocks to
-/// the OS on free), which showed as most of the reader's system time; a reused buffer is
-/// already mapped. Holds at most [`BufferPool::CAPACITY`] buffers, so memory stays bounded.
-#[derive(Debug, Clone, Default)]
-struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl BufferPool {
-    const CAPACITY: usize = 4;
-
-    fn put(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() == 0 {
-            return;
-        }
-        buffer.clear();
-        let mut buffers = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if buffers.len() < Self::CAPACITY {
-            buffers.push(buffer);
-        }
-    }
-
-    /// A buffer with at least `capacity` bytes of room, reused when one is available.
-    fn get(&self, capacity: usize) -> Vec<u8> {
-        let reused = self.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut buffer = reused.unwrap_or_default();
-        buffer.reserve(capacity);
-        buffer
-    }
-}
-
 /// Copies each record's payload into a [`RecordBatch`]. A batch is full at `max_records`
 /// records or once it holds `max_bytes` of payload, whichever comes first, so large records
 /// cannot make a queue of batches hold gigabytes.
@@ -168,12 +137,15 @@ pub struct RecordBatchBuilder {
     /// Payload size of the last batch: the next one is likely the same, so its buffer is
     /// allocated once at that size instead of growing by doubling.
     last_nbytes: usize,
-    pool: BufferPool,
+    pool: Pool<Vec<u8>>,
 }
 
 impl RecordBatchBuilder {
     /// Bound on one batch's payload unless a single record is larger.
     pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
+    /// Idle payload buffers kept for reuse (see [`crate::pool`]).
+    const POOLED_BUFFERS: usize = 4;
 
     pub fn new(max_records: usize) -> Self {
         Self::with_max_bytes(max_records, Self::DEFAULT_MAX_BYTES)
@@ -187,7 +159,7 @@ impl RecordBatchBuilder {
             data: Vec::new(),
             offsets: Self::fresh_offsets(max_records),
             last_nbytes: 0,
-            pool: BufferPool::default(),
+            pool: Pool::new(Self::POOLED_BUFFERS),
         }
     }
 
@@ -204,7 +176,7 @@ impl BatchBuilder for RecordBatchBuilder {
     #[inline]
     fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
         if self.data.capacity() == 0 {
-            self.data = self.pool.get(self.last_nbytes.max(record.len()));
+            self.data = self.pool.take(self.last_nbytes.max(record.len()));
         }
         self.data.extend_from_slice(record);
         self.offsets.push(self.data.len() as i64);

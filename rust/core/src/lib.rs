@@ -9,6 +9,7 @@ pub mod batch;
 pub mod error;
 pub mod example;
 pub mod framing;
+pub mod pool;
 pub mod reader;
 pub mod source;
 pub mod writer;

@@ -5,12 +5,13 @@
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 use super::wire::{self, BadList, FeatureList};
 use crate::batch::BatchBuilder;
 use crate::error::RecordError;
+use crate::pool::{Pool, Reusable};
 
 /// The alignment of every numeric column.
 pub const ALIGN: usize = 64;
@@ -115,6 +116,23 @@ impl Drop for AlignedBuf {
     }
 }
 
+impl Reusable for AlignedBuf {
+    fn with_capacity(capacity: usize) -> Self {
+        AlignedBuf::with_capacity(capacity)
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn reuse(&mut self, capacity: usize) {
+        self.len = 0;
+        if capacity > self.capacity {
+            self.grow(capacity);
+        }
+    }
+}
+
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AlignedBuf({} bytes)", self.len)
@@ -122,51 +140,8 @@ impl std::fmt::Debug for AlignedBuf {
 }
 
 /// Column buffers given back once nothing views them (Python drops the arrays), for later
-/// blocks to reuse. A fresh multi-megabyte allocation is fresh pages, and faulting them in on
-/// first write cost more than the decoding itself; a reused buffer is already mapped (and
-/// initialised, so it needs no zeroing).
-#[derive(Clone, Debug)]
-pub struct BufferPool {
-    free: Arc<Mutex<Vec<AlignedBuf>>>,
-    limit: usize,
-}
-
-impl BufferPool {
-    /// A pool keeping at most `limit` idle buffers: memory stays bounded.
-    pub fn new(limit: usize) -> Self {
-        Self {
-            free: Arc::default(),
-            limit,
-        }
-    }
-
-    /// An empty buffer of at least `capacity` bytes, reused when one is idle.
-    pub fn take(&self, capacity: usize) -> AlignedBuf {
-        let reused = {
-            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            let fit = free.iter().position(|b| b.capacity() >= capacity);
-            fit.map(|i| free.swap_remove(i))
-        };
-        match reused {
-            Some(mut buf) => {
-                buf.set_len(0);
-                buf
-            }
-            None => AlignedBuf::with_capacity(capacity),
-        }
-    }
-
-    /// Keeps `buf` for reuse, unless the pool is full or the buffer too small to matter.
-    pub fn give(&self, buf: AlignedBuf) {
-        if buf.capacity() <= ALIGN {
-            return;
-        }
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < self.limit {
-            free.push(buf);
-        }
-    }
-}
+/// blocks to reuse; a reused buffer is also initialised already, so it needs no zeroing.
+pub type BufferPool = Pool<AlignedBuf>;
 
 /// One decoded column of a block.
 #[derive(Debug)]
