@@ -6,6 +6,7 @@ from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 _Path = str | os.PathLike[str]
 
@@ -21,6 +22,23 @@ __all__ = [
     "decode_examples",
     "encode_example",
 ]
+
+# --- The counters both readers share ---
+
+@disjoint_base
+class _ReaderCounters:
+    """The base of RecordReader and ExampleReader: their reader thread's counters."""
+
+    @property
+    def records_read(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def records_skipped(self) -> int: ...
+    @property
+    def pipe_wait_seconds(self) -> float: ...
+    @property
+    def consumer_wait_seconds(self) -> float: ...
 
 # --- The Example decoder (pipemode.decode) ---
 
@@ -44,7 +62,7 @@ def decode_examples(records: Any, spec: ExampleSpec) -> dict[str, np.ndarray[Any
 def encode_example(features: Sequence[tuple[bytes, str, Any]]) -> bytes: ...
 
 @final
-class ExampleReader:
+class ExampleReader(_ReaderCounters):
     """Records of a FIFO or file decoded into dense blocks on the reader thread."""
 
     def __new__(
@@ -72,16 +90,6 @@ class ExampleReader:
     def batches_per_block(self) -> int: ...
     @property
     def started(self) -> bool: ...
-    @property
-    def records_read(self) -> int: ...
-    @property
-    def bytes_read(self) -> int: ...
-    @property
-    def records_skipped(self) -> int: ...
-    @property
-    def pipe_wait_seconds(self) -> float: ...
-    @property
-    def consumer_wait_seconds(self) -> float: ...
 
 # --- reader: RecordBatch, RecordReader, RecordWriter ---
 
@@ -100,7 +108,7 @@ class RecordBatch:
     def to_list(self) -> list[bytes]: ...
 
 @final
-class RecordReader:
+class RecordReader(_ReaderCounters):
     def __new__(
         cls,
         path: _Path,
@@ -123,16 +131,6 @@ class RecordReader:
     def path(self) -> str: ...
     @property
     def name(self) -> str | None: ...
-    @property
-    def records_read(self) -> int: ...
-    @property
-    def bytes_read(self) -> int: ...
-    @property
-    def records_skipped(self) -> int: ...
-    @property
-    def pipe_wait_seconds(self) -> float: ...
-    @property
-    def consumer_wait_seconds(self) -> float: ...
 
 @final
 class RecordWriter:

@@ -5,23 +5,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pipemode_core::example::{DenseBlockBuilder, ExampleSpec};
-use pipemode_core::framing::FramingOptions;
-use pipemode_core::source::{SourceOptions, DEFAULT_BUFFER_SIZE};
-use pipemode_core::{Canceller, Error, PrefetchReader, ReaderOptions, ReaderStats};
+use pipemode_core::source::DEFAULT_BUFFER_SIZE;
+use pipemode_core::{Canceller, Error, PrefetchReader};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::counters::PyReaderCounters;
 use crate::decoder::{block_to_dict, PyExampleSpec};
 use crate::errors::to_pyerr;
-use crate::reader::{parse_timeout, positive};
+use crate::options::{positive, ReaderArgs};
 
-#[pyclass(name = "ExampleReader", module = "pipemode._native", frozen)]
+#[pyclass(name = "ExampleReader", module = "pipemode._native", extends = PyReaderCounters, frozen)]
 pub struct PyExampleReader {
     // A Mutex, as in RecordReader: a thread waiting for a block holds no Python borrow.
     reader: Mutex<PrefetchReader<DenseBlockBuilder>>,
     spec: Py<PyExampleSpec>,
     canceller: Canceller,
-    stats: Arc<ReaderStats>,
     batch_size: usize,
     batches_per_block: usize,
 }
@@ -65,27 +64,19 @@ impl PyExampleReader {
         name: Option<String>,
         buffer_size: i64,
         prefetch: i64,
-    ) -> PyResult<Self> {
+    ) -> PyResult<PyClassInitializer<Self>> {
         let core_spec: Arc<ExampleSpec> = spec.get().core().clone();
-        let build = || -> Result<Self, Error> {
-            let max_skip = u64::try_from(max_corrupted_records_to_skip).map_err(|_| {
-                Error::Config(format!(
-                    "max_corrupted_records_to_skip must be >= 0, not {max_corrupted_records_to_skip}"
-                ))
-            })?;
-            let options = ReaderOptions {
-                format: record_format.parse()?,
-                framing: FramingOptions {
-                    multipart: multipart.parse()?,
-                    max_corrupted_records_to_skip: max_skip,
-                },
-                source: SourceOptions {
-                    open_timeout: parse_timeout(open_timeout)?,
-                    buffer_size: positive("buffer_size", buffer_size)?,
-                },
-                prefetch: positive("prefetch", prefetch)?,
+        let build = || -> Result<PyClassInitializer<Self>, Error> {
+            let options = ReaderArgs {
+                record_format,
+                max_corrupted_records_to_skip,
+                multipart,
+                open_timeout,
                 name,
-            };
+                buffer_size,
+                prefetch,
+            }
+            .parse()?;
             let batch_size = positive("batch_size", batch_size)?;
             let batches_per_block = positive("batches_per_block", batches_per_block)?;
             let rows = batch_size.checked_mul(batches_per_block).ok_or_else(|| {
@@ -93,14 +84,16 @@ impl PyExampleReader {
             })?;
             let builder = DenseBlockBuilder::new(core_spec, rows).with_batch_size(batch_size);
             let reader = PrefetchReader::new(path, options, builder)?;
-            Ok(PyExampleReader {
-                canceller: reader.canceller(),
-                stats: reader.stats(),
-                reader: Mutex::new(reader),
-                spec: spec.clone().unbind(),
-                batch_size,
-                batches_per_block,
-            })
+            let counters = PyReaderCounters::new(reader.stats());
+            Ok(
+                PyClassInitializer::from(counters).add_subclass(PyExampleReader {
+                    canceller: reader.canceller(),
+                    reader: Mutex::new(reader),
+                    spec: spec.clone().unbind(),
+                    batch_size,
+                    batches_per_block,
+                }),
+            )
         };
         build().map_err(|e| to_pyerr(py, e))
     }
@@ -140,35 +133,5 @@ impl PyExampleReader {
     #[getter]
     fn started(&self) -> bool {
         self.lock().started()
-    }
-
-    /// Records decoded so far.
-    #[getter]
-    fn records_read(&self) -> u64 {
-        self.stats.snapshot().records
-    }
-
-    /// Stream bytes framed so far, framing included.
-    #[getter]
-    fn bytes_read(&self) -> u64 {
-        self.stats.snapshot().bytes
-    }
-
-    /// Corrupt records skipped under max_corrupted_records_to_skip.
-    #[getter]
-    fn records_skipped(&self) -> u64 {
-        self.stats.snapshot().records_skipped
-    }
-
-    /// Seconds the reader thread waited for the path, the FIFO's writer, or its data.
-    #[getter]
-    fn pipe_wait_seconds(&self) -> f64 {
-        self.stats.snapshot().source_wait.as_secs_f64()
-    }
-
-    /// Seconds the reader thread waited because the consumer had not taken its blocks.
-    #[getter]
-    fn consumer_wait_seconds(&self) -> f64 {
-        self.stats.snapshot().consumer_wait.as_secs_f64()
     }
 }

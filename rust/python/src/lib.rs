@@ -5,15 +5,22 @@
 use pyo3::prelude::*;
 
 mod batch;
+mod counters;
 mod decoder;
 mod errors;
 mod example_reader;
+mod options;
 mod reader;
 mod writer;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The readers' base class, there for the type stubs but kept out of __all__.
+    m.setattr(
+        "_ReaderCounters",
+        m.py().get_type::<counters::PyReaderCounters>(),
+    )?;
     decoder::register(m)?;
     m.add_class::<batch::PyRecordBatch>()?;
     m.add_class::<reader::PyRecordReader>()?;

@@ -1,26 +1,23 @@
 //! `RecordReader`: a [`PrefetchReader`] of raw record batches, waited on with the GIL released.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
-use pipemode_core::framing::FramingOptions;
-use pipemode_core::source::{SourceOptions, DEFAULT_BUFFER_SIZE};
-use pipemode_core::{
-    Canceller, Error, PrefetchReader, ReaderOptions, ReaderStats, RecordBatchBuilder,
-};
+use pipemode_core::source::DEFAULT_BUFFER_SIZE;
+use pipemode_core::{Canceller, Error, PrefetchReader, RecordBatchBuilder};
 use pyo3::prelude::*;
 
 use crate::batch::PyRecordBatch;
+use crate::counters::PyReaderCounters;
 use crate::errors::to_pyerr;
+use crate::options::{positive, ReaderArgs};
 
-#[pyclass(name = "RecordReader", module = "pipemode._native", frozen)]
+#[pyclass(name = "RecordReader", module = "pipemode._native", extends = PyReaderCounters, frozen)]
 pub struct PyRecordReader {
     // A Mutex rather than PyRefMut: a thread waiting for a batch holds no Python borrow, so
     // another thread can still read counters or close the reader.
     reader: Mutex<PrefetchReader<RecordBatchBuilder>>,
     canceller: Canceller,
-    stats: Arc<ReaderStats>,
     path: PathBuf,
     name: Option<String>,
 }
@@ -32,27 +29,6 @@ impl PyRecordReader {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Seconds from Python (`None` = forever) as a timeout, rejecting what is not a duration.
-pub fn parse_timeout(seconds: Option<f64>) -> Result<Option<Duration>, Error> {
-    seconds
-        .map(|s| {
-            Duration::try_from_secs_f64(s).map_err(|_| {
-                Error::Config(format!(
-                    "open_timeout must be a number of seconds >= 0 or None, not {s}"
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// `value` as a count of at least 1, or a clear error naming the argument.
-pub fn positive(name: &str, value: i64) -> Result<usize, Error> {
-    usize::try_from(value)
-        .ok()
-        .filter(|&v| v >= 1)
-        .ok_or_else(|| Error::Config(format!("{name} must be >= 1, not {value}")))
 }
 
 #[pymethods]
@@ -84,38 +60,32 @@ impl PyRecordReader {
         buffer_size: i64,
         prefetch: i64,
         max_batch_bytes: i64,
-    ) -> PyResult<Self> {
-        let build = || -> Result<Self, Error> {
-            let max_skip = u64::try_from(max_corrupted_records_to_skip).map_err(|_| {
-                Error::Config(format!(
-                    "max_corrupted_records_to_skip must be >= 0, not {max_corrupted_records_to_skip}"
-                ))
-            })?;
-            let options = ReaderOptions {
-                format: record_format.parse()?,
-                framing: FramingOptions {
-                    multipart: multipart.parse()?,
-                    max_corrupted_records_to_skip: max_skip,
-                },
-                source: SourceOptions {
-                    open_timeout: parse_timeout(open_timeout)?,
-                    buffer_size: positive("buffer_size", buffer_size)?,
-                },
-                prefetch: positive("prefetch", prefetch)?,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let build = || -> Result<PyClassInitializer<Self>, Error> {
+            let options = ReaderArgs {
+                record_format,
+                max_corrupted_records_to_skip,
+                multipart,
+                open_timeout,
                 name: name.clone(),
-            };
+                buffer_size,
+                prefetch,
+            }
+            .parse()?;
             let builder = RecordBatchBuilder::with_max_bytes(
                 positive("batch_size", batch_size)?,
                 positive("max_batch_bytes", max_batch_bytes)?,
             );
             let reader = PrefetchReader::new(path.clone(), options, builder)?;
-            Ok(PyRecordReader {
-                canceller: reader.canceller(),
-                stats: reader.stats(),
-                reader: Mutex::new(reader),
-                path,
-                name,
-            })
+            let counters = PyReaderCounters::new(reader.stats());
+            Ok(
+                PyClassInitializer::from(counters).add_subclass(PyRecordReader {
+                    canceller: reader.canceller(),
+                    reader: Mutex::new(reader),
+                    path,
+                    name,
+                }),
+            )
         };
         build().map_err(|e| to_pyerr(py, e))
     }
@@ -149,35 +119,5 @@ impl PyRecordReader {
     #[getter]
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
-    }
-
-    /// Records read so far (skipped ones excluded).
-    #[getter]
-    fn records_read(&self) -> u64 {
-        self.stats.snapshot().records
-    }
-
-    /// Stream bytes framed so far, framing included.
-    #[getter]
-    fn bytes_read(&self) -> u64 {
-        self.stats.snapshot().bytes
-    }
-
-    /// Corrupt records skipped under max_corrupted_records_to_skip.
-    #[getter]
-    fn records_skipped(&self) -> u64 {
-        self.stats.snapshot().records_skipped
-    }
-
-    /// Seconds the reader thread waited for the path, the FIFO's writer, or its data.
-    #[getter]
-    fn pipe_wait_seconds(&self) -> f64 {
-        self.stats.snapshot().source_wait.as_secs_f64()
-    }
-
-    /// Seconds the reader thread waited because the consumer had not taken its batches.
-    #[getter]
-    fn consumer_wait_seconds(&self) -> f64 {
-        self.stats.snapshot().consumer_wait.as_secs_f64()
     }
 }
