@@ -132,19 +132,32 @@ fn wait_for_path(
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(label, e)),
         }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(cancelled(label));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::Timeout {
-                path: label.to_owned(),
-                what: "the path to appear",
-                waited: started.elapsed(),
-            });
-        }
+        give_up_if_cancelled_or_late(label, "the path to appear", deadline, started, cancel)?;
         std::thread::sleep(CANCEL_CHECK_INTERVAL);
     }
     stats.add_wait(started);
+    Ok(())
+}
+
+/// An error once the reader is cancelled or `deadline` has passed while waiting (since
+/// `started`) for `what`.
+fn give_up_if_cancelled_or_late(
+    label: &str,
+    what: &'static str,
+    deadline: Option<Instant>,
+    started: Instant,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(cancelled(label));
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(Error::Timeout {
+            path: label.to_owned(),
+            what,
+            waited: started.elapsed(),
+        });
+    }
     Ok(())
 }
 
@@ -179,16 +192,8 @@ fn wait_for_writer(
             stats.add_wait(wait_started);
             return Ok(());
         }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(cancelled(label));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::Timeout {
-                path: label.to_owned(),
-                what: "a writer to open the FIFO and send data",
-                waited: started.elapsed(),
-            });
-        }
+        let what = "a writer to open the FIFO and send data";
+        give_up_if_cancelled_or_late(label, what, deadline, started, cancel)?;
     }
 }
 
