@@ -297,9 +297,9 @@ fn decode_contiguous(
         unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
     let offsets: PyReadonlyArray1<'_, i64> = records.getattr("offsets")?.extract()?;
     let offsets = offsets.as_slice()?;
-    let valid = offsets.first().map_or(true, |&o| o >= 0)
+    let valid = offsets.first().is_none_or(|&o| o >= 0)
         && offsets.windows(2).all(|w| w[0] <= w[1])
-        && offsets.last().map_or(true, |&o| o as usize <= data.len());
+        && offsets.last().is_none_or(|&o| o as usize <= data.len());
     if !valid {
         return Err(PyValueError::new_err(
             "record offsets are not ascending within the buffer",

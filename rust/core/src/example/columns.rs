@@ -263,7 +263,7 @@ impl DenseBlockBuilder {
     /// may change it: at a batch boundary, a record that fails here is retried in a new block.
     fn may_start_new_block(&self) -> bool {
         self.rows > 0
-            && self.rows % self.batch_rows == 0
+            && self.rows.is_multiple_of(self.batch_rows)
             && self.pending.is_none()
             && self
                 .spec
@@ -604,7 +604,7 @@ impl RawRow<'_> {
                      first record of this batch, found {len}"
                 ),
             )),
-            None if len % self.item_size != 0 => Err(record_error(
+            None if !len.is_multiple_of(self.item_size) => Err(record_error(
                 self.feature,
                 format!(
                     "decode_raw needs a whole number of {}-byte items, found a string of {len} \
