@@ -236,10 +236,9 @@ def test_benchmark_reports_throughput(pipe_job, capsys):
     )
     assert len(records_of(dataset)) == 3000
     lines = capsys.readouterr().out.splitlines()
-    assert [line for line in lines if "progress" in line]
-    (done,) = [line for line in lines if "epoch done" in line]
-    assert "channel 'train' epoch 0" in done
-    assert "3000 records" in done
+    assert [line for line in lines if "epoch 0 in progress: " in line]
+    (done,) = [line for line in lines if "finished" in line]
+    assert "channel 'train' epoch 0 finished: 3000 records" in done
     assert "MB/s" in done
     assert "on the pipe" in done
     assert "on TensorFlow" in done

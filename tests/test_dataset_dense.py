@@ -122,3 +122,30 @@ def test_unsupported_features_are_rejected_at_construction(pipe_job):
     with pytest.raises((TypeError, ValueError), match="VarLenFeature"):
         PipeModeDataset("train", features={"x": tf.io.VarLenFeature(tf.int64)}, **pipe_job.dirs())
     assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"0"
+
+
+def test_pipemode_feature_specs_and_benchmark_output(pipe_job, capsys):
+    import pipemode
+
+    pipe_job.add_channel("train")
+    records = examples(100)
+    pipe_job.feed("train", 0, recordio(records))
+    features = {
+        "data": pipemode.FixedLenFeature([], "string"),
+        "labels": pipemode.FixedLenFeature([], "int64"),
+        "weights": pipemode.FixedLenFeature(3, "float32"),
+    }
+    dataset = PipeModeDataset(
+        "train",
+        features=features,
+        decode_raw={"data": "float64"},
+        batch_size=64,
+        benchmark=True,
+        **pipe_job.dirs(),
+    )
+    assert dataset.element_spec["weights"] == tf.TensorSpec([None, 3], tf.float32)
+    batches = [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+    expected = parse_as_tf_does(records, 64)
+    assert_batches_equal(batches, [{k: b[k] for k in features} for b in expected])
+    (done,) = [line for line in capsys.readouterr().out.splitlines() if "finished" in line]
+    assert "channel 'train' epoch 0 finished: 100 records" in done

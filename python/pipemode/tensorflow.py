@@ -213,7 +213,7 @@ def _dense_signature(
     """The spec of a block: `[rows, *shape]`, one more axis for the items of decoded raw bytes."""
     signature = {}
     for name, feature in features.items():
-        shape = list(feature.shape)
+        shape = [feature.shape] if isinstance(feature.shape, int) else list(feature.shape)
         dtype = tf.as_dtype(feature.dtype)
         if name in decode_raw:
             shape.append(None)
@@ -241,11 +241,11 @@ class _Meter:
             for batch in batches:
                 yield batch
                 if self.interval and reader.records_read >= next_report:
-                    self.report(reader, "progress", started)
+                    self.report(reader, "in progress", started)
                     next_report = (reader.records_read // self.interval + 1) * self.interval
         finally:
             if self.report_at_end:
-                self.report(reader, "epoch done", started)
+                self.report(reader, "finished", started)
 
     def report(self, reader: Any, what: str, started: float) -> None:
         seconds = time.perf_counter() - started
