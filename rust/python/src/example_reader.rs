@@ -2,35 +2,25 @@
 //! blocks on its own thread, so Python receives ready numpy columns, one call per block.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use pipemode_core::example::{DenseBlockBuilder, ExampleSpec};
 use pipemode_core::source::DEFAULT_BUFFER_SIZE;
-use pipemode_core::{Canceller, Error, PrefetchReader};
+use pipemode_core::{Error, PrefetchReader};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::counters::PyReaderCounters;
 use crate::decoder::{block_to_dict, PyExampleSpec};
 use crate::errors::to_pyerr;
 use crate::options::{positive, ReaderArgs};
+use crate::reader_base::{PyReaderCounters, SharedReader};
 
 #[pyclass(name = "ExampleReader", module = "pipemode._native", extends = PyReaderCounters, frozen)]
 pub struct PyExampleReader {
-    // A Mutex, as in RecordReader: a thread waiting for a block holds no Python borrow.
-    reader: Mutex<PrefetchReader<DenseBlockBuilder>>,
+    reader: SharedReader<DenseBlockBuilder>,
     spec: Py<PyExampleSpec>,
-    canceller: Canceller,
     batch_size: usize,
     batches_per_block: usize,
-}
-
-impl PyExampleReader {
-    fn lock(&self) -> MutexGuard<'_, PrefetchReader<DenseBlockBuilder>> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 #[pymethods]
@@ -84,11 +74,10 @@ impl PyExampleReader {
             })?;
             let builder = DenseBlockBuilder::new(core_spec, rows).with_batch_size(batch_size);
             let reader = PrefetchReader::new(path, options, builder)?;
-            let counters = PyReaderCounters::new(reader.stats());
+            let (reader, counters) = SharedReader::new(reader);
             Ok(
                 PyClassInitializer::from(counters).add_subclass(PyExampleReader {
-                    canceller: reader.canceller(),
-                    reader: Mutex::new(reader),
+                    reader,
                     spec: spec.clone().unbind(),
                     batch_size,
                     batches_per_block,
@@ -101,17 +90,15 @@ impl PyExampleReader {
     /// The next block of `batch_size * batches_per_block` decoded records (fewer at the end of
     /// the stream) as `{name: ndarray}`, or None at the end (and after an error or `close`).
     fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        match py.detach(|| self.lock().next_batch()) {
-            Ok(Some(block)) => block_to_dict(py, self.spec.get(), block).map(Some),
-            Ok(None) => Ok(None),
-            Err(error) => Err(to_pyerr(py, error)),
+        match self.reader.next_batch(py)? {
+            Some(block) => block_to_dict(py, self.spec.get(), block).map(Some),
+            None => Ok(None),
         }
     }
 
     /// Stops the reader thread and closes the source, even while another thread waits.
     fn close(&self, py: Python<'_>) {
-        self.canceller.cancel();
-        py.detach(|| self.lock().close());
+        self.reader.close(py);
     }
 
     #[getter]
@@ -132,6 +119,6 @@ impl PyExampleReader {
     /// True once the first read has asked for the source.
     #[getter]
     fn started(&self) -> bool {
-        self.lock().started()
+        self.reader.started()
     }
 }

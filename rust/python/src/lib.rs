@@ -5,12 +5,12 @@
 use pyo3::prelude::*;
 
 mod batch;
-mod counters;
 mod decoder;
 mod errors;
 mod example_reader;
 mod options;
 mod reader;
+mod reader_base;
 mod writer;
 
 #[pymodule]
@@ -19,7 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The readers' base class, there for the type stubs but kept out of __all__.
     m.setattr(
         "_ReaderCounters",
-        m.py().get_type::<counters::PyReaderCounters>(),
+        m.py().get_type::<reader_base::PyReaderCounters>(),
     )?;
     decoder::register(m)?;
     m.add_class::<batch::PyRecordBatch>()?;

@@ -1,34 +1,21 @@
 //! `RecordReader`: a [`PrefetchReader`] of raw record batches, waited on with the GIL released.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
 
 use pipemode_core::source::DEFAULT_BUFFER_SIZE;
-use pipemode_core::{Canceller, Error, PrefetchReader, RecordBatchBuilder};
+use pipemode_core::{Error, PrefetchReader, RecordBatchBuilder};
 use pyo3::prelude::*;
 
 use crate::batch::PyRecordBatch;
-use crate::counters::PyReaderCounters;
 use crate::errors::to_pyerr;
 use crate::options::{positive, ReaderArgs};
+use crate::reader_base::{PyReaderCounters, SharedReader};
 
 #[pyclass(name = "RecordReader", module = "pipemode._native", extends = PyReaderCounters, frozen)]
 pub struct PyRecordReader {
-    // A Mutex rather than PyRefMut: a thread waiting for a batch holds no Python borrow, so
-    // another thread can still read counters or close the reader.
-    reader: Mutex<PrefetchReader<RecordBatchBuilder>>,
-    canceller: Canceller,
+    reader: SharedReader<RecordBatchBuilder>,
     path: PathBuf,
     name: Option<String>,
-}
-
-impl PyRecordReader {
-    fn lock(&self) -> MutexGuard<'_, PrefetchReader<RecordBatchBuilder>> {
-        // No code path panics while holding the lock; recover the guard if one ever did.
-        self.reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 #[pymethods]
@@ -77,11 +64,10 @@ impl PyRecordReader {
                 positive("max_batch_bytes", max_batch_bytes)?,
             );
             let reader = PrefetchReader::new(path.clone(), options, builder)?;
-            let counters = PyReaderCounters::new(reader.stats());
+            let (reader, counters) = SharedReader::new(reader);
             Ok(
                 PyClassInitializer::from(counters).add_subclass(PyRecordReader {
-                    canceller: reader.canceller(),
-                    reader: Mutex::new(reader),
+                    reader,
                     path,
                     name,
                 }),
@@ -92,23 +78,19 @@ impl PyRecordReader {
 
     /// The next batch, or None at the end of the stream (and after an error or `close`).
     fn next_batch(&self, py: Python<'_>) -> PyResult<Option<PyRecordBatch>> {
-        match py.detach(|| self.lock().next_batch()) {
-            Ok(batch) => Ok(batch.map(PyRecordBatch::new)),
-            Err(error) => Err(to_pyerr(py, error)),
-        }
+        Ok(self.reader.next_batch(py)?.map(PyRecordBatch::new))
     }
 
     /// Stops the reader thread and closes the source, even while another thread waits in
     /// `next_batch` (which then returns None).
     fn close(&self, py: Python<'_>) {
-        self.canceller.cancel();
-        py.detach(|| self.lock().close());
+        self.reader.close(py);
     }
 
     /// True once the first read has asked for the source.
     #[getter]
     fn started(&self) -> bool {
-        self.lock().started()
+        self.reader.started()
     }
 
     #[getter]
