@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union
 
 from pipemode import _native
 from pipemode._native import RecordBatch
@@ -26,23 +26,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_BATCH_SIZE = 1024
 
 
-class _NativeStream(Protocol):
-    """What `_StreamReader` needs of a native reader (`_native.RecordReader`, `ExampleReader`)."""
-
-    def close(self) -> None: ...
-    @property
-    def records_read(self) -> int: ...
-    @property
-    def bytes_read(self) -> int: ...
-    @property
-    def records_skipped(self) -> int: ...
-    @property
-    def pipe_wait_seconds(self) -> float: ...
-    @property
-    def consumer_wait_seconds(self) -> float: ...
-
-
-_Native = TypeVar("_Native", bound=_NativeStream)
+# The native readers, which share their counters (`_native._ReaderCounters`) and `close`.
+_Native = TypeVar("_Native", _native.RecordReader, _native.ExampleReader)
 _Reader = TypeVar("_Reader", bound="_StreamReader[Any]")
 
 
