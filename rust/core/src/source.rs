@@ -115,7 +115,8 @@ pub fn open(
         raise_pipe_size(&file, buffer_size);
         wait_for_writer(&file, label, deadline, started, &cancel, &stats)?;
     }
-    Ok(Input::stream(file, label, buffer_size, cancel, stats))
+    let from = StreamFrom::Fd(file);
+    Ok(Input::stream(from, label, buffer_size, cancel, stats))
 }
 
 fn wait_for_path(
@@ -294,7 +295,7 @@ impl Input {
     }
 
     fn stream(
-        file: File,
+        from: StreamFrom,
         label: &str,
         buffer_size: usize,
         cancel: Arc<AtomicBool>,
@@ -302,7 +303,7 @@ impl Input {
     ) -> Input {
         Input {
             kind: Kind::Stream {
-                from: StreamFrom::Fd(file),
+                from,
                 buf: vec![0; buffer_size],
             },
             label: label.to_owned(),
@@ -319,20 +320,8 @@ impl Input {
     /// A stream read from any blocking reader through a buffer of `buffer_size` bytes (which
     /// grows for records larger than that).
     pub fn from_read(reader: Box<dyn io::Read + Send>, label: &str, buffer_size: usize) -> Input {
-        Input {
-            kind: Kind::Stream {
-                from: StreamFrom::Read(reader),
-                buf: vec![0; buffer_size.max(1)],
-            },
-            label: label.to_owned(),
-            start: 0,
-            end: 0,
-            offset: 0,
-            eof: false,
-            next_advice: usize::MAX,
-            cancel: Arc::default(),
-            stats: Arc::default(),
-        }
+        let (from, buffer_size) = (StreamFrom::Read(reader), buffer_size.max(1));
+        Self::stream(from, label, buffer_size, Arc::default(), Arc::default())
     }
 
     /// An in-memory stream, for tests and fuzzing: the bytes as a regular file would give them.
