@@ -173,34 +173,32 @@ def test_close_stops_a_reader_waiting_for_a_writer(tmp_path):
     assert results == [None]
 
 
-def test_closing_early_gives_the_writer_epipe(tmp_path):
+@pytest.fixture
+def endless_fifo(tmp_path):
+    """A FIFO that `yes` writes to without end: (its path, the writer process)."""
     path = tmp_path / "channel_0"
     os.mkfifo(path)
     writer = subprocess.Popen(["sh", "-c", 'exec yes > "$0"', str(path)])
-    try:
-        reader = RecordReader(path, "TextLine")
-        assert next(iter(reader)) == b"y"
-        reader.close()
-        assert writer.wait(timeout=10) != 0  # killed by SIGPIPE: the reader end is closed
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
+    yield path, writer
+    if writer.poll() is None:
+        writer.kill()
+        writer.wait()
 
 
-def test_close_from_another_thread_while_iterating(tmp_path):
-    path = tmp_path / "channel_0"
-    os.mkfifo(path)
-    writer = subprocess.Popen(["sh", "-c", 'exec yes > "$0"', str(path)])
-    try:
-        reader = RecordReader(path, "TextLine")
-        threading.Timer(0.2, reader.close).start()
-        assert set(reader) == {b"y"}  # ends, without an error, once closed
-        assert writer.wait(timeout=10) != 0
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
+def test_closing_early_gives_the_writer_epipe(endless_fifo):
+    path, writer = endless_fifo
+    reader = RecordReader(path, "TextLine")
+    assert next(iter(reader)) == b"y"
+    reader.close()
+    assert writer.wait(timeout=10) != 0  # killed by SIGPIPE: the reader end is closed
+
+
+def test_close_from_another_thread_while_iterating(endless_fifo):
+    path, writer = endless_fifo
+    reader = RecordReader(path, "TextLine")
+    threading.Timer(0.2, reader.close).start()
+    assert set(reader) == {b"y"}  # ends, without an error, once closed
+    assert writer.wait(timeout=10) != 0
 
 
 def test_corrupt_stream_names_path_and_offset(tmp_path):
