@@ -18,7 +18,6 @@ least disturbed).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import resource
 import subprocess
@@ -28,13 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fifo_copy import READER_PIPE_SIZE, cat_to_devnull
 from pipemode import RecordReader, RecordWriter
 
 RECORD_SIZES = {"1 KB": 1024, "8 KB": 8230, "1 MB": 1 << 20}
-
-# The pipe size RecordReader asks for its FIFO (its 1 MiB read buffer, Linux's pipe-max-size).
-READER_PIPE_SIZE = 1 << 20
-F_SETPIPE_SZ = 1031  # Linux's fcntl command; Python's fcntl names it only from 3.10
 
 
 def write_tfrecords(path: Path, record_size: int, total_bytes: int) -> int:
@@ -83,51 +79,19 @@ def time_reader_on_fifo(source: Path, folder: Path) -> tuple[int, float]:
 
 
 def time_cat(source: Path, folder: Path | None, pipe_size: int | None = None) -> float:
-    """Seconds for `cat` to copy `source` into /dev/null, through a FIFO if `folder` is given.
-
-    `pipe_size` enlarges the FIFO's pipe first, as RecordReader does for itself: with Linux's
-    default 64 KiB pipe, `cat` into `cat` runs at 0.8 to 3.5 GB/s depending on whether the two
-    land on one core or two, so the enlarged pipe is the steadier and stronger peer.
-    """
+    """Seconds for `cat` to copy `source` into /dev/null, through a FIFO if `folder` is given
+    (its pipe enlarged to `pipe_size` first, if given; see fifo_copy.py)."""
     if folder is None:
         start = time.perf_counter()
         subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)
         return time.perf_counter() - start
     fifo = fresh_fifo(folder)
-    # Holding the FIFO open read-write keeps its pipe alive while it is enlarged and both
-    # `cat`s open it; closing it once they have lets the reader see the writer's EOF.
-    holder = os.open(fifo, os.O_RDWR | os.O_NONBLOCK) if pipe_size else None
-    if holder is not None:
-        fcntl.fcntl(holder, F_SETPIPE_SZ, pipe_size)
     feeder = start_feeder(source, fifo)
     start = time.perf_counter()
-    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.DEVNULL)
-    if holder is not None:
-        wait_until_open(fifo, [feeder.pid, reader.pid])
-        os.close(holder)
-    reader.wait()
+    cat_to_devnull(fifo, feeder.pid, pipe_size)
     elapsed = time.perf_counter() - start
     feeder.wait()
     return elapsed
-
-
-def wait_until_open(fifo: Path, pids: list[int], timeout: float = 5.0) -> None:
-    """Waits until every process in `pids` holds `fifo` open (read from /proc)."""
-    deadline = time.monotonic() + timeout
-    target = str(fifo)
-    while time.monotonic() < deadline:
-        if all(holds_open(pid, target) for pid in pids):
-            return
-        time.sleep(0.001)
-    raise TimeoutError(f"{fifo} was not opened by {pids}")
-
-
-def holds_open(pid: int, target: str) -> bool:
-    folder = f"/proc/{pid}/fd"
-    try:
-        return any(os.readlink(f"{folder}/{fd}") == target for fd in os.listdir(folder))
-    except FileNotFoundError:
-        return False
 
 
 def best_of(rounds: int, run: Callable[[], tuple[int, float]]) -> tuple[int, float]:

@@ -60,6 +60,15 @@ def test_fifo_round_trip_in_batches(fifo, tmp_path, record_format):
     assert reader.bytes_read == source.stat().st_size
 
 
+def test_a_batch_ends_once_it_holds_max_batch_bytes(fifo, tmp_path):
+    records = [bytes([i]) * 1000 for i in range(10)]
+    source = encode(records, "TFRecord", tmp_path / "source")
+    with RecordReader(fifo(source), "TFRecord", max_batch_bytes=2500) as reader:
+        batches = list(reader.batches(8))
+    assert [len(batch) for batch in batches] == [3, 3, 3, 1]
+    assert [record for batch in batches for record in batch] == records
+
+
 @pytest.mark.parametrize("record_format", FORMATS)
 def test_regular_file_round_trip(tmp_path, record_format):
     records = sample_records(record_format)

@@ -159,7 +159,9 @@ class PipeModeChannel:
         """The next epoch's records, claimed only when first read (see `ChannelEpoch`)."""
         return ChannelEpoch(self, batch_size)
 
-    def open_reader(self, epoch: Epoch, batch_size: int = 1024) -> RecordReader:
+    def open_reader(
+        self, epoch: Epoch, batch_size: int = 1024, max_batch_bytes: int = 16 << 20
+    ) -> RecordReader:
         """A `RecordReader` over a claimed epoch's FIFO, with this channel's options."""
         from pipemode.reader import RecordReader
 
@@ -167,6 +169,7 @@ class PipeModeChannel:
             epoch.path,
             self.record_format,
             batch_size=batch_size,
+            max_batch_bytes=max_batch_bytes,
             max_corrupted_records_to_skip=self.max_corrupted_records_to_skip,
             multipart=self.multipart,
             open_timeout=self.open_timeout,

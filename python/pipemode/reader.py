@@ -105,7 +105,8 @@ class RecordReader(_StreamReader[_native.RecordReader]):
     """Reads the records of one FIFO or file, in order, each exactly once.
 
     ``for record in reader`` yields each record as ``bytes``; ``reader.batches(n)`` yields
-    `RecordBatch`es of up to ``n`` records. Bad framing raises `pipemode.CorruptRecordError`
+    `RecordBatch`es of up to ``n`` records, ended early once they hold ``max_batch_bytes`` of
+    payload. Bad framing raises `pipemode.CorruptRecordError`
     naming the path and byte offset; a path or FIFO writer that does not appear within
     ``open_timeout`` seconds raises `pipemode.PipeTimeoutError`.
 
@@ -124,6 +125,7 @@ class RecordReader(_StreamReader[_native.RecordReader]):
         open_timeout: float | None = 120.0,
         name: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_bytes: int = 16 << 20,
         buffer_size: int = 1 << 20,
         prefetch: int = 4,
     ) -> None:
@@ -134,6 +136,7 @@ class RecordReader(_StreamReader[_native.RecordReader]):
             "multipart": multipart,
             "open_timeout": open_timeout,
             "name": name,
+            "max_batch_bytes": max_batch_bytes,
             "buffer_size": buffer_size,
             "prefetch": prefetch,
         }

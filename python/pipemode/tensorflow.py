@@ -27,9 +27,12 @@ from pipemode.errors import PipeModeDatasetException
 
 __all__ = ["PipeModeDataset"]
 
-# Records per batch handed from Rust to TF on the raw path: large enough that the one Python
-# call per batch is noise, small enough that a batch of 8 KB records stays a few MB.
+# A batch handed from Rust to TF on the raw path holds up to this many records or this many
+# payload bytes: large enough that the one Python call per batch is noise, small enough that
+# the batch stays in cache while it is copied into TF's strings and split: on 8 KB records,
+# 0.5-2 MiB batches ran 15-30% faster than 8 MiB ones (median of 8 runs each).
 RAW_BATCH_RECORDS = 1024
+RAW_BATCH_BYTES = 2 << 20
 
 _RAW_SIGNATURE = (
     tf.TensorSpec(shape=(), dtype=tf.string),
@@ -122,7 +125,7 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
     def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
         epoch = channel.claim_next_epoch()
-        reader = channel.open_reader(epoch, RAW_BATCH_RECORDS)
+        reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
         try:
             for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
                 yield payload_scalar(batch.to_bytes()), batch.offsets
