@@ -22,11 +22,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from pipemode.errors import PipeModeDatasetException
 
 if TYPE_CHECKING:
+    from pipemode.decode import DenseReader
     from pipemode.reader import RecordBatch, RecordReader
 
 __all__ = [
@@ -170,11 +171,31 @@ class PipeModeChannel:
             self.record_format,
             batch_size=batch_size,
             max_batch_bytes=max_batch_bytes,
-            max_corrupted_records_to_skip=self.max_corrupted_records_to_skip,
-            multipart=self.multipart,
-            open_timeout=self.open_timeout,
-            name=self.describe(epoch),
+            **self._reader_options(epoch),
         )
+
+    def open_dense_reader(
+        self, epoch: Epoch, features: Any, decode_raw: Any = None, batch_size: int = 64
+    ) -> DenseReader:
+        """A `DenseReader` (Examples decoded into numpy batches) over a claimed epoch's FIFO."""
+        from pipemode.decode import DenseReader
+
+        return DenseReader(
+            epoch.path,
+            self.record_format,
+            features=features,
+            decode_raw=decode_raw,
+            batch_size=batch_size,
+            **self._reader_options(epoch),
+        )
+
+    def _reader_options(self, epoch: Epoch) -> dict[str, Any]:
+        return {
+            "max_corrupted_records_to_skip": self.max_corrupted_records_to_skip,
+            "multipart": self.multipart,
+            "open_timeout": self.open_timeout,
+            "name": self.describe(epoch),
+        }
 
     def describe(self, epoch: Epoch) -> str:
         """How messages name an epoch (the reader adds its FIFO's path)."""

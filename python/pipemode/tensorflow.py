@@ -168,23 +168,14 @@ def _dense_batches(
     decode_raw: Mapping[str, Any] | None,
     batch_size: int,
 ) -> tf.data.Dataset:
-    from pipemode.decode import DenseReader, example_spec
+    from pipemode.decode import example_spec
 
     # Checked now, so a bad spec fails at construction, before any epoch is claimed.
     spec = example_spec(features, decode_raw)
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
         epoch = channel.claim_next_epoch()
-        reader = DenseReader(
-            epoch.path,
-            channel.record_format,
-            features=spec,
-            batch_size=batch_size,
-            max_corrupted_records_to_skip=channel.max_corrupted_records_to_skip,
-            multipart=channel.multipart,
-            open_timeout=channel.open_timeout,
-            name=channel.describe(epoch),
-        )
+        reader = channel.open_dense_reader(epoch, spec, batch_size=batch_size)
         try:
             yield from meter(channel.describe(epoch)).watch(reader, reader.blocks())
         finally:
