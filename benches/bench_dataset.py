@@ -39,11 +39,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import tensorflow as tf
 from fifo_copy import READER_PIPE_SIZE, cat_to_devnull
-from pipemode import PipeModeDataset
+from pipemode import PipeModeDataset, RecordReader
 from pipemode.tensorflow import (
     RAW_BATCH_BYTES,
     RAW_BATCH_RECORDS,
-    payload_scalar,
+    RawBatchTensors,
+    raw_batch_tensors,
     records_from_batches,
 )
 
@@ -148,17 +149,11 @@ def parse_batch(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.io.decode_raw(parsed["data"], tf.float64), parsed["labels"]
 
 
-def premade_batches(records: list[bytes]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """What PipeModeDataset's generator yields, made in advance: payloads and offsets, in
-    batches of the same records and bytes as the raw path's reader makes."""
-    made = []
-    size = max(1, min(RAW_BATCH_RECORDS, RAW_BATCH_BYTES // max(1, len(records[0]))))
-    for start in range(0, len(records), size):
-        chunk = records[start : start + size]
-        offsets = np.zeros(len(chunk) + 1, dtype=np.int64)
-        np.cumsum([len(r) for r in chunk], out=offsets[1:])
-        made.append((payload_scalar(b"".join(chunk)), offsets))
-    return made
+def premade_batches(stream: Path) -> list[RawBatchTensors]:
+    """What PipeModeDataset's generator yields for `stream`, made in advance by the same reader
+    and conversion from a regular file."""
+    with RecordReader(stream, "RecordIO", max_batch_bytes=RAW_BATCH_BYTES) as reader:
+        return [raw_batch_tensors(batch) for batch in reader.batches(RAW_BATCH_RECORDS)]
 
 
 def measure(
@@ -176,7 +171,7 @@ def measure(
 
         return run
 
-    batches = premade_batches(records)
+    batches = premade_batches(job.stream)
 
     def floor() -> int:
         dataset = records_from_batches(lambda: iter(batches * job.passes)).batch(1024)

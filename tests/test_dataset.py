@@ -17,6 +17,7 @@ from pipemode import PipeModeDatasetException
 
 tf = pytest.importorskip("tensorflow")
 from pipemode import PipeModeDataset  # noqa: E402  (needs TensorFlow)
+from pipemode.tensorflow import RAW_CHUNK_BYTES  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -341,6 +342,16 @@ def test_an_empty_epoch_is_empty_and_the_next_one_follows(pipe_job):
     pipe_job.feed("train", 1, recordio([b"", b"after an empty record"]))
     dataset = PipeModeDataset("train", **pipe_job.dirs())
     assert records_of(dataset.repeat(2)) == [b"", b"after an empty record"]
+
+
+def test_records_larger_than_a_run_and_padded_runs_round_trip(pipe_job):
+    # Batches cross into TF as runs of at most RAW_CHUNK_BYTES with one record count per run:
+    # records larger than a run get a run each, and a short last run is padded then cut off.
+    sizes = [0, RAW_CHUNK_BYTES, RAW_CHUNK_BYTES + 1, 1, 3 * RAW_CHUNK_BYTES, 3] + [100] * 1500
+    records = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    pipe_job.add_channel("train")
+    pipe_job.feed("train", 0, recordio(records))
+    assert records_of(PipeModeDataset("train", **pipe_job.dirs())) == records
 
 
 @settings(max_examples=30, deadline=None)

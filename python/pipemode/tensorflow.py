@@ -4,9 +4,9 @@ Replace `from sagemaker_tensorflow import PipeModeDataset` with
 `from pipemode import PipeModeDataset` and the rest of a training script keeps working.
 
 How records get into TF fast: the Rust reader frames records on its own thread into batches of
-thousands, and each batch crosses into TF in one `from_generator` step, as one string holding
-every payload plus int64 offsets; TF splits it with `tf.strings.substr` and unbatches. One
-Python call per record would cost ~150 µs each, more than reading the record.
+up to a thousand, and each batch crosses into TF in one `from_generator` step, as a few strings
+of whole records' payloads plus int64 offsets; TF splits them with one `tf.strings.substr` and
+unbatches. One Python call per record would cost ~150 µs each, more than reading the record.
 
 With `features=`, tf.train.Example records are decoded in Rust into dense columns, and blocks of
 several batches cross at once and are split into `batch_size` batches inside TF.
@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from pipemode.channel import DEFAULT_OPEN_TIMEOUT, PathLike, PipeModeChannel
 from pipemode.errors import PipeModeDatasetException
+from pipemode.reader import RecordBatch
 
 __all__ = ["PipeModeDataset"]
 
@@ -33,10 +34,15 @@ __all__ = ["PipeModeDataset"]
 # 0.5-2 MiB batches ran 15-30% faster than 8 MiB ones (median of 8 runs each).
 RAW_BATCH_RECORDS = 1024
 RAW_BATCH_BYTES = 2 << 20
+# ... and crosses as strings of whole records of at most this many bytes each. TF fixes glibc's
+# mmap threshold at 128 KiB when it builds a from_generator dataset (its Python 3.11 memory
+# patch), so every larger string would be a fresh mapping, page-faulted in and unmapped again;
+# 64 KiB runs come from the heap, already mapped, and stay in cache while TF splits them.
+RAW_CHUNK_BYTES = 64 << 10
 
 _RAW_SIGNATURE = (
-    tf.TensorSpec(shape=(), dtype=tf.string),
-    tf.TensorSpec(shape=(None,), dtype=tf.int64),
+    tf.TensorSpec(shape=(None,), dtype=tf.string),  # runs of whole records' payloads
+    tf.TensorSpec(shape=(None, None), dtype=tf.int64),  # [runs, records per run + 1] bounds
 )
 
 
@@ -122,43 +128,45 @@ class PipeModeDataset(tf.data.Dataset):
 
 
 def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.data.Dataset:
-    def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def generate() -> Iterator[RawBatchTensors]:
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
         epoch = channel.claim_next_epoch()
         reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
         try:
             for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
-                yield payload_scalar(batch.to_bytes()), batch.offsets
+                yield raw_batch_tensors(batch)
         finally:
             reader.close()
 
     return records_from_batches(generate)
 
 
-def records_from_batches(
-    generate: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
-) -> tf.data.Dataset:
-    """One scalar string per record from a generator of (payloads, int64 offsets[n + 1]).
+RawBatchTensors = tuple[np.ndarray, np.ndarray]
 
-    A batch crosses as one string holding every payload, split in TF by `tf.strings.substr`:
+
+def raw_batch_tensors(batch: RecordBatch) -> RawBatchTensors:
+    """What crosses into TF for a batch of raw records: runs of whole records' payloads, one
+    `bytes` each (see `RAW_CHUNK_BYTES`), and their `[runs, records per run + 1]` bounds."""
+    return batch.to_chunks(RAW_CHUNK_BYTES)
+
+
+def records_from_batches(generate: Callable[[], Iterator[RawBatchTensors]]) -> tf.data.Dataset:
+    """One scalar string per record from a generator of `raw_batch_tensors`.
+
+    One Python call per batch, and one vectorised `tf.strings.substr` splits all its records:
     measured faster than an object array of one `bytes` per record, which costs a Python
-    object per record on the way in.
+    object per record on the way in and TF's conversion of each.
     """
     batches = tf.data.Dataset.from_generator(generate, output_signature=_RAW_SIGNATURE)
-    return batches.map(_split_payload).unbatch()
+    return batches.map(_split_payloads).unbatch()
 
 
-def payload_scalar(payload: bytes) -> np.ndarray:
-    """`payload` as a 0-d object array: from_generator would copy plain `bytes` into a numpy
-    fixed-width array first (twice the copying of a multi-megabyte batch)."""
-    scalar = np.empty((), dtype=object)
-    scalar[()] = payload
-    return scalar
-
-
-def _split_payload(payload: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
-    # substr broadcasts the one scalar payload over the vectors of starts and lengths.
-    return tf.strings.substr(payload, offsets[:-1], offsets[1:] - offsets[:-1])
+def _split_payloads(payloads: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+    starts = offsets[:, :-1]
+    # Each run's payload string broadcasts over its row of starts and lengths; row-major order
+    # is record order.
+    records = tf.strings.substr(payloads[:, tf.newaxis], starts, offsets[:, 1:] - starts)
+    return tf.reshape(records, [-1])
 
 
 def _dense_batches(

@@ -116,12 +116,78 @@ impl RecordBatch {
             .map(|w| &self.data[w[0] as usize..w[1] as usize])
     }
 
+    /// The batch as runs of the same number of records, each a contiguous slice of the payload
+    /// buffer of at most `max_chunk_bytes` unless one record is larger (see [`Chunks`]).
+    pub fn chunks(&self, max_chunk_bytes: usize) -> Chunks<'_> {
+        let largest = self.iter().map(<[u8]>::len).max().unwrap_or(0);
+        let fit = max_chunk_bytes.checked_div(largest).unwrap_or(usize::MAX);
+        let records = self.len();
+        // The most records per run that fit and divide the batch evenly, so that every run has
+        // the same count: a power of two for the usual batch of a power-of-two records.
+        let records_per_chunk = (1..=fit.clamp(1, records.max(1)))
+            .rev()
+            .find(|&count| records.is_multiple_of(count))
+            .unwrap_or(1);
+        Chunks {
+            batch: self,
+            records_per_chunk,
+        }
+    }
+
     pub fn into_parts(mut self) -> (Vec<u8>, Vec<i64>) {
         self.pool = None;
         (
             std::mem::take(&mut self.data),
             std::mem::take(&mut self.offsets),
         )
+    }
+}
+
+/// A [`RecordBatch`] cut into `len()` runs of `records_per_chunk()` consecutive records. The
+/// runs share one record count so that their boundaries form a `[len(), records_per_chunk() +
+/// 1]` matrix, which TF splits in one vectorised op; each run is small so that whoever copies it
+/// (Python, TF) allocates from its heap, not a fresh mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunks<'a> {
+    batch: &'a RecordBatch,
+    records_per_chunk: usize,
+}
+
+impl<'a> Chunks<'a> {
+    pub fn records_per_chunk(&self) -> usize {
+        self.records_per_chunk
+    }
+
+    /// The number of runs.
+    pub fn len(&self) -> usize {
+        self.batch.len() / self.records_per_chunk
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each run's payloads, back to back.
+    pub fn payloads(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let batch = self.batch;
+        self.bounds()
+            .map(move |bounds| &batch.data[bounds[0] as usize..bounds[bounds.len() - 1] as usize])
+    }
+
+    /// Row-major `[len(), records_per_chunk() + 1]` record boundaries, each row relative to the
+    /// start of its run.
+    pub fn relative_offsets(&self) -> Vec<i64> {
+        let mut matrix = Vec::with_capacity(self.len() * (self.records_per_chunk + 1));
+        for bounds in self.bounds() {
+            matrix.extend(bounds.iter().map(|offset| offset - bounds[0]));
+        }
+        matrix
+    }
+
+    /// Each run's `records_per_chunk() + 1` boundaries in the batch's payload buffer.
+    fn bounds(&self) -> impl ExactSizeIterator<Item = &'a [i64]> + 'a {
+        let (offsets, per_chunk) = (&self.batch.offsets, self.records_per_chunk);
+        (0..self.len()).map(move |chunk| &offsets[chunk * per_chunk..=(chunk + 1) * per_chunk])
     }
 }
 

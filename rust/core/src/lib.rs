@@ -14,7 +14,7 @@ pub mod reader;
 pub mod source;
 pub mod writer;
 
-pub use batch::{BatchBuilder, RecordBatch, RecordBatchBuilder};
+pub use batch::{BatchBuilder, Chunks, RecordBatch, RecordBatchBuilder};
 pub use error::{Error, RecordError, Result};
 pub use framing::{Format, Multipart};
 pub use reader::{Canceller, PrefetchReader, ReaderCounters, ReaderOptions, ReaderStats};

@@ -3,7 +3,7 @@
 
 use std::ffi::c_int;
 
-use numpy::{PyArray1, PyArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pipemode_core::RecordBatch;
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
@@ -76,6 +76,25 @@ impl PyRecordBatch {
     /// All payloads back to back, as one `bytes`.
     fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.batch.data())
+    }
+
+    /// The batch cut into runs of the same number of records, for TensorFlow: a 1-d object
+    /// array of `bytes`, each a run's payloads of at most `max_chunk_bytes` (unless one record is
+    /// larger), and `int64[runs, records_per_run + 1]` boundaries relative to each run.
+    #[allow(clippy::type_complexity)]
+    fn to_chunks<'py>(
+        &self,
+        py: Python<'py>,
+        max_chunk_bytes: usize,
+    ) -> PyResult<(Bound<'py, PyArray1<Py<PyAny>>>, Bound<'py, PyArray2<i64>>)> {
+        let chunks = self.batch.chunks(max_chunk_bytes);
+        let payloads: Vec<Py<PyAny>> = chunks
+            .payloads()
+            .map(|payload| PyBytes::new(py, payload).into_any().unbind())
+            .collect();
+        let offsets = PyArray1::from_vec(py, chunks.relative_offsets())
+            .reshape([chunks.len(), chunks.records_per_chunk() + 1])?;
+        Ok((PyArray1::from_vec(py, payloads), offsets))
     }
 
     /// The records as a list of `bytes`.
