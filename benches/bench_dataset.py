@@ -164,7 +164,11 @@ def premade_batches(stream: Path) -> list[RawBatchTensors]:
     """What PipeModeDataset's generator yields for `stream`, made in advance by the same reader
     and conversion from a regular file."""
     with RecordReader(stream, "RecordIO", max_batch_bytes=RAW_BATCH_BYTES) as reader:
-        return [raw_batch_tensors(batch) for batch in reader.batches(RAW_BATCH_RECORDS)]
+        return [
+            element
+            for batch in reader.batches(RAW_BATCH_RECORDS)
+            for element in raw_batch_tensors(batch)
+        ]
 
 
 def measure(

@@ -134,7 +134,7 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
         reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
         try:
             for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
-                yield raw_batch_tensors(batch)
+                yield from raw_batch_tensors(batch)
         finally:
             reader.close()
 
@@ -144,14 +144,15 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
 RawBatchTensors = tuple[np.ndarray, np.ndarray]
 
 
-def raw_batch_tensors(batch: RecordBatch) -> RawBatchTensors:
+def raw_batch_tensors(batch: RecordBatch) -> list[RawBatchTensors]:
     """What crosses into TF for a batch of raw records: runs of whole records' payloads, one
-    `bytes` each (see `RAW_CHUNK_BYTES`), and their `[runs, records per run + 1]` bounds."""
+    `bytes` each (see `RAW_CHUNK_BYTES`), and their `[runs, records per run + 1]` bounds; and
+    sometimes a second element for the records left over, as one shorter run."""
     return batch.to_chunks(RAW_CHUNK_BYTES)
 
 
 def records_from_batches(generate: Callable[[], Iterator[RawBatchTensors]]) -> tf.data.Dataset:
-    """One scalar string per record from a generator of `raw_batch_tensors`.
+    """One scalar string per record from a generator of `raw_batch_tensors` elements.
 
     One Python call per batch, and one vectorised `tf.strings.substr` splits all its records:
     measured faster than an object array of one `bytes` per record, which costs a Python

@@ -1,7 +1,7 @@
 //! Properties of a batch cut into chunks: the chunks and their offset matrix give back exactly
 //! the batch's records, in order, and each chunk stays within its byte budget.
 
-use pipemode_core::{BatchBuilder, RecordBatch, RecordBatchBuilder};
+use pipemode_core::{BatchBuilder, Chunks, RecordBatch, RecordBatchBuilder};
 use proptest::prelude::*;
 
 fn batch_of(records: &[Vec<u8>]) -> RecordBatch {
@@ -12,9 +12,18 @@ fn batch_of(records: &[Vec<u8>]) -> RecordBatch {
     builder.take()
 }
 
-/// The records a reader of the chunk matrix sees, row by row.
+/// The records a reader of the chunk matrices sees, row by row, the rest's last.
 fn records_from_chunks(batch: &RecordBatch, max_chunk_bytes: usize) -> Vec<Vec<u8>> {
     let chunks = batch.chunks(max_chunk_bytes);
+    let mut records = records_of(chunks);
+    if let Some(rest) = chunks.rest() {
+        assert!(rest.rest().is_none() && rest.len() == 1);
+        records.extend(records_of(rest));
+    }
+    records
+}
+
+fn records_of(chunks: Chunks<'_>) -> Vec<Vec<u8>> {
     let width = chunks.records_per_chunk() + 1;
     let matrix = chunks.relative_offsets();
     assert_eq!(matrix.len(), chunks.len() * width);
@@ -49,10 +58,12 @@ proptest! {
         let batch = batch_of(&records);
         let chunks = batch.chunks(max_chunk_bytes);
         let largest = records.iter().map(Vec::len).max().unwrap_or(0);
-        for payload in chunks.payloads() {
+        for payload in chunks.payloads().chain(chunks.rest().iter().flat_map(|rest| rest.payloads())) {
             prop_assert!(payload.len() <= max_chunk_bytes.max(largest));
         }
-        prop_assert_eq!(chunks.len() * chunks.records_per_chunk(), records.len());
+        let rest = chunks.rest().map_or(0, |rest| rest.records_per_chunk());
+        prop_assert!(rest < chunks.records_per_chunk());
+        prop_assert_eq!(chunks.len() * chunks.records_per_chunk() + rest, records.len());
     }
 }
 
@@ -78,8 +89,21 @@ fn eight_kilobyte_records_go_four_to_a_64_kib_chunk_in_a_batch_of_1024() {
 }
 
 #[test]
-fn a_prime_number_of_records_goes_one_to_a_chunk() {
-    let batch = batch_of(&vec![vec![1u8; 10]; 13]);
-    assert_eq!(batch.chunks(64 << 10).records_per_chunk(), 13);
-    assert_eq!(batch.chunks(100).records_per_chunk(), 1);
+fn a_count_that_divides_the_batch_is_preferred_down_to_half_the_runs_size() {
+    // 255 records of 8230 B: seven fit in 64 KiB, five divide 255.
+    let batch = batch_of(&vec![vec![1u8; 8230]; 255]);
+    let chunks = batch.chunks(64 << 10);
+    assert_eq!((chunks.len(), chunks.records_per_chunk()), (51, 5));
+    assert!(chunks.rest().is_none());
+}
+
+#[test]
+fn otherwise_the_records_left_over_form_one_shorter_run() {
+    // 253 = 11 * 23: no count from four to seven divides it, so runs of seven and one of one.
+    let batch = batch_of(&vec![vec![1u8; 8230]; 253]);
+    let chunks = batch.chunks(64 << 10);
+    assert_eq!((chunks.len(), chunks.records_per_chunk()), (36, 7));
+    let rest = chunks.rest().expect("one record left");
+    assert_eq!((rest.len(), rest.records_per_chunk()), (1, 1));
+    assert_eq!(rest.relative_offsets(), vec![0, 8230]);
 }

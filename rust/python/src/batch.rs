@@ -4,7 +4,7 @@
 use std::ffi::c_int;
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
-use pipemode_core::RecordBatch;
+use pipemode_core::{Chunks, RecordBatch};
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -78,23 +78,21 @@ impl PyRecordBatch {
         PyBytes::new(py, self.batch.data())
     }
 
-    /// The batch cut into runs of the same number of records, for TensorFlow: a 1-d object
-    /// array of `bytes`, each a run's payloads of at most `max_chunk_bytes` (unless one record is
-    /// larger), and `int64[runs, records_per_run + 1]` boundaries relative to each run.
-    #[allow(clippy::type_complexity)]
+    /// The batch cut into runs of whole records for TensorFlow: one or two `(payloads,
+    /// offsets)` pairs, each a 1-d object array of `bytes`, one per run, of at most
+    /// `max_chunk_bytes` (unless one record is larger), and the runs' `int64[runs,
+    /// records_per_run + 1]` boundaries relative to each run. A second pair, if any, holds the
+    /// records left over as one shorter run.
     fn to_chunks<'py>(
         &self,
         py: Python<'py>,
         max_chunk_bytes: usize,
-    ) -> PyResult<(Bound<'py, PyArray1<Py<PyAny>>>, Bound<'py, PyArray2<i64>>)> {
+    ) -> PyResult<Vec<(ChunkPayloads<'py>, ChunkOffsets<'py>)>> {
         let chunks = self.batch.chunks(max_chunk_bytes);
-        let payloads: Vec<Py<PyAny>> = chunks
-            .payloads()
-            .map(|payload| PyBytes::new(py, payload).into_any().unbind())
-            .collect();
-        let offsets = PyArray1::from_vec(py, chunks.relative_offsets())
-            .reshape([chunks.len(), chunks.records_per_chunk() + 1])?;
-        Ok((PyArray1::from_vec(py, payloads), offsets))
+        std::iter::once(chunks)
+            .chain(chunks.rest())
+            .map(|chunks| chunk_arrays(py, chunks))
+            .collect()
     }
 
     /// The records as a list of `bytes`.
@@ -134,6 +132,22 @@ impl PyRecordBatch {
         }
         Ok(())
     }
+}
+
+type ChunkPayloads<'py> = Bound<'py, PyArray1<Py<PyAny>>>;
+type ChunkOffsets<'py> = Bound<'py, PyArray2<i64>>;
+
+fn chunk_arrays<'py>(
+    py: Python<'py>,
+    chunks: Chunks<'_>,
+) -> PyResult<(ChunkPayloads<'py>, ChunkOffsets<'py>)> {
+    let payloads: Vec<Py<PyAny>> = chunks
+        .payloads()
+        .map(|payload| PyBytes::new(py, payload).into_any().unbind())
+        .collect();
+    let offsets = PyArray1::from_vec(py, chunks.relative_offsets())
+        .reshape([chunks.len(), chunks.records_per_chunk() + 1])?;
+    Ok((PyArray1::from_vec(py, payloads), offsets))
 }
 
 #[pyclass(module = "pipemode._native", frozen)]
