@@ -64,6 +64,15 @@ def test_blocks_hold_whole_batches_until_the_last(
     assert blocks[0]["data"].shape == (128, 4) and blocks[0]["data"].dtype == np.float64
 
 
+def test_blocks_end_after_the_batch_that_brings_them_to_2_mib(
+    tmp_path: Path, fifo: Callable[..., Path]
+) -> None:
+    # 8 KB rows: four batches of 64 hold 2 MiB, well before the 16 batches a block has room for.
+    channel = fifo(write(tmp_path / "data", tutorial_records(600), "RecordIO"))
+    with DenseReader(channel, features=SPEC, decode_raw=RAW, batch_size=64) as reader:
+        assert [len(b["labels"]) for b in reader.blocks()] == [256, 256, 88]
+
+
 def test_nothing_is_opened_before_the_first_read(tmp_path: Path) -> None:
     reader = DenseReader(tmp_path / "not_yet", features=SPEC, open_timeout=0.2)
     assert not reader._native.started

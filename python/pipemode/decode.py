@@ -217,8 +217,9 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
     ``for batch in reader`` yields ``{name: ndarray[batch_size, *shape]}`` per batch (the last
     one may be smaller), equal to `tf.io.parse_example` (+ `decode_raw`) on those records.
     Records are framed and decoded on a native thread, ``batch_size * batches_per_block``
-    at a time; a batch is a view into its block, so it costs no copy. ``reader.blocks()``
-    yields the whole blocks instead. Nothing is opened until the first read. A record that does
+    at a time, or fewer once a block holds 2 MiB (blocks that stay in cache decode faster); a
+    batch is a view into its block, so it costs no copy. ``reader.blocks()`` yields the whole
+    blocks instead. Nothing is opened until the first read. A record that does
     not decode raises `pipemode.RecordDecodeError` naming the path, record index, byte offset
     and feature; bad framing raises `pipemode.CorruptRecordError`. With ``decode_raw``, a
     feature's strings must all have one size within a batch, as TF requires; where the size
@@ -268,7 +269,8 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
         return self._native.spec
 
     def blocks(self) -> Iterator[Columns]:
-        """Yields blocks of ``batch_size * batches_per_block`` rows (the last may be smaller)."""
+        """Yields blocks of whole batches, up to ``batch_size * batches_per_block`` rows and
+        ending after the batch that brings a block to 2 MiB (the last may be smaller)."""
         while True:
             block = self._native.next_block()
             self._report_skipped()

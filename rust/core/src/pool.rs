@@ -65,13 +65,20 @@ impl<B: Reusable> Pool<B> {
         }
     }
 
-    /// An empty buffer with room for at least `capacity` bytes: the latest idle one that fits,
-    /// else an idle one grown to fit, else a new one.
+    /// An empty buffer with room for at least `capacity` bytes: the smallest idle one that fits,
+    /// else the largest idle one grown to fit, else a new one. Best fit matters where one pool
+    /// serves columns of very different sizes: a small column taking a large buffer would leave
+    /// the large one to grow, and zero, a small buffer on every block.
     pub fn take(&self, capacity: usize) -> B {
         let reused = {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            let fit = free.iter().rposition(|b| b.capacity() >= capacity);
-            fit.map(|i| free.swap_remove(i)).or_else(|| free.pop())
+            let sizes = free.iter().map(B::capacity).enumerate();
+            let best_fit = sizes
+                .clone()
+                .filter(|&(_, size)| size >= capacity)
+                .min_by_key(|&(_, size)| size);
+            let chosen = best_fit.or_else(|| sizes.max_by_key(|&(_, size)| size));
+            chosen.map(|(i, _)| free.swap_remove(i))
         };
         match reused {
             Some(mut buffer) => {
@@ -112,6 +119,19 @@ mod tests {
             pool.take(10).capacity() < 1000,
             "a new buffer once none is idle"
         );
+    }
+
+    #[test]
+    fn the_smallest_fitting_buffer_is_taken_else_the_largest_grows() {
+        let pool = Pool::<Vec<u8>>::new(4);
+        for size in [8000, 100, 3000] {
+            pool.give(Vec::with_capacity(size));
+        }
+        assert_eq!(pool.take(50).capacity(), 100);
+        assert_eq!(pool.take(2000).capacity(), 3000);
+        pool.give(Vec::with_capacity(500));
+        assert!(pool.take(9000).capacity() >= 9000, "the 8000 grows");
+        assert_eq!(pool.take(0).capacity(), 500);
     }
 
     #[test]

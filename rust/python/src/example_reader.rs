@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pipemode_core::example::{DenseBlockBuilder, ExampleSpec};
+use pipemode_core::example::{DenseBlockBuilder, ExampleSpec, DEFAULT_MAX_BLOCK_BYTES};
 use pipemode_core::source::DEFAULT_BUFFER_SIZE;
 use pipemode_core::{Error, PrefetchReader};
 use pyo3::prelude::*;
@@ -72,7 +72,9 @@ impl PyExampleReader {
             let rows = batch_size.checked_mul(batches_per_block).ok_or_else(|| {
                 Error::Config("batch_size * batches_per_block is too large".to_string())
             })?;
-            let builder = DenseBlockBuilder::new(core_spec, rows).with_batch_size(batch_size);
+            let builder = DenseBlockBuilder::new(core_spec, rows)
+                .with_batch_size(batch_size)
+                .with_max_block_bytes(DEFAULT_MAX_BLOCK_BYTES);
             let reader = PrefetchReader::new(path, options, builder)?;
             let (reader, counters) = SharedReader::new(reader);
             Ok(

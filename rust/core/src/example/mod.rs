@@ -16,7 +16,9 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use columns::{AlignedBuf, BufferPool, Column, DenseBlock, DenseBlockBuilder, ALIGN};
+pub use columns::{
+    AlignedBuf, BufferPool, Column, DenseBlock, DenseBlockBuilder, ALIGN, DEFAULT_MAX_BLOCK_BYTES,
+};
 pub use spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 pub use wire::encode::{example as encode_example, Values};
 

@@ -313,6 +313,32 @@ fn a_raw_size_may_change_where_a_batch_starts_but_not_within_one() {
 }
 
 #[test]
+fn a_block_ends_after_the_batch_that_brings_it_to_its_byte_cap() {
+    // Rows of 8 + 100 bytes, batches of 3 rows: a 500-byte cap is reached within the second
+    // batch, so blocks hold two batches (648 bytes), not the 12 rows they have room for.
+    let spec = spec(vec![
+        feature("i", FeatureKind::Int64, &[]),
+        feature("r", FeatureKind::Raw { item_size: 1 }, &[]),
+    ]);
+    let record = encode_example(&[
+        (b"i", Values::Int64(&[1])),
+        (b"r", Values::Bytes(&[&[7; 100]])),
+    ]);
+    let mut builder = DenseBlockBuilder::new(spec, 12)
+        .with_batch_size(3)
+        .with_max_block_bytes(500);
+    let mut rows = Vec::new();
+    for _ in 0..14 {
+        builder.push(&record).unwrap();
+        if builder.is_full() {
+            rows.push(builder.take().rows);
+        }
+    }
+    rows.push(builder.take().rows);
+    assert_eq!(rows, [6, 6, 2]);
+}
+
+#[test]
 fn blocks_fill_to_their_size_and_start_afresh() {
     let spec = spec(vec![feature("i", FeatureKind::Int64, &[])]);
     let mut builder = DenseBlockBuilder::new(spec, 2);
