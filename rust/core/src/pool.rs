@@ -65,19 +65,21 @@ impl<B: Reusable> Pool<B> {
         }
     }
 
-    /// An empty buffer with room for at least `capacity` bytes: the smallest idle one that fits,
-    /// else the largest idle one grown to fit, else a new one. Best fit matters where one pool
+    /// An empty buffer with room for at least `capacity` bytes: the smallest idle one that fits
+    /// (the latest given back of equals), else the largest idle one grown to fit, else a new one. Best fit matters where one pool
     /// serves columns of very different sizes: a small column taking a large buffer would leave
     /// the large one to grow, and zero, a small buffer on every block.
     pub fn take(&self, capacity: usize) -> B {
         let reused = {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            let sizes = free.iter().map(B::capacity).enumerate();
+            // Latest first, so that of equal buffers the one given back last, still in cache, wins.
+            let sizes = free.iter().map(B::capacity).enumerate().rev();
             let best_fit = sizes
                 .clone()
                 .filter(|&(_, size)| size >= capacity)
                 .min_by_key(|&(_, size)| size);
-            let chosen = best_fit.or_else(|| sizes.max_by_key(|&(_, size)| size));
+            let largest = || sizes.min_by_key(|&(_, size)| std::cmp::Reverse(size));
+            let chosen = best_fit.or_else(largest);
             chosen.map(|(i, _)| free.swap_remove(i))
         };
         match reused {
@@ -119,6 +121,17 @@ mod tests {
             pool.take(10).capacity() < 1000,
             "a new buffer once none is idle"
         );
+    }
+
+    #[test]
+    fn of_equal_buffers_the_latest_given_back_is_taken() {
+        let pool = Pool::<Vec<u8>>::new(4);
+        let (first, last) = (Vec::with_capacity(1000), Vec::with_capacity(1000));
+        let last_ptr = last.as_ptr();
+        pool.give(first);
+        pool.give(last);
+        let taken = pool.take(10);
+        assert_eq!(taken.as_ptr(), last_ptr);
     }
 
     #[test]
