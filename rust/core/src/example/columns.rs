@@ -222,26 +222,24 @@ impl DenseBlockBuilder {
     pub fn with_pool(spec: Arc<ExampleSpec>, rows_per_block: usize, pool: BufferPool) -> Self {
         let rows_per_block = rows_per_block.max(1);
         let found = vec![None; spec.features().len()];
-        let mut builder = Self {
+        Self {
             spec,
             rows_per_block,
             batch_rows: rows_per_block,
             max_block_bytes: usize::MAX,
             rows: 0,
             pending: None,
+            // Made on the first push or take, once the `with_` options that size them are set.
             columns: Vec::new(),
             found,
             pool,
-        };
-        builder.columns = builder.empty_columns();
-        builder
+        }
     }
 
     /// Lets a block end after any whole number of `batch_size` rows when `decode_raw` strings
     /// change size there; without it, string sizes must agree within a whole block.
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_rows = batch_size.clamp(1, self.rows_per_block);
-        self.columns = self.empty_columns();
         self
     }
 
@@ -249,13 +247,18 @@ impl DenseBlockBuilder {
     /// `rows_per_block` rows (see [`DEFAULT_MAX_BLOCK_BYTES`]).
     pub fn with_max_block_bytes(mut self, max_block_bytes: usize) -> Self {
         self.max_block_bytes = max_block_bytes;
-        self.columns = self.empty_columns();
         self
     }
 
     /// The bytes the current block's columns hold.
     fn block_bytes(&self) -> usize {
         self.columns.iter().map(ColumnBuilder::nbytes).sum()
+    }
+
+    fn make_first_columns(&mut self) {
+        if self.columns.len() != self.spec.features().len() {
+            self.columns = self.empty_columns();
+        }
     }
 
     fn empty_columns(&self) -> Vec<ColumnBuilder> {
@@ -351,6 +354,7 @@ impl BatchBuilder for DenseBlockBuilder {
     type Batch = DenseBlock;
 
     fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        self.make_first_columns();
         self.locate_features(record)?;
         match self.write_row(record) {
             Err(_) if self.may_start_new_block() => self.start_new_block_with(record),
@@ -375,6 +379,7 @@ impl BatchBuilder for DenseBlockBuilder {
         if let Some(block) = self.pending.take() {
             return block;
         }
+        self.make_first_columns();
         let fresh = self.empty_columns();
         let built = std::mem::replace(&mut self.columns, fresh);
         let rows = std::mem::take(&mut self.rows);
