@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CorruptRecordError",
+    "JobConfigError",
     "PipeModeDatasetException",
     "PipeModeError",
     "PipeTimeoutError",
@@ -26,6 +27,10 @@ class PipeModeDatasetException(PipeModeError, ValueError):
     Kept under the name `sagemaker_tensorflow` raises for the same faults, so a drop-in's
     `except PipeModeDatasetException` keeps working.
     """
+
+
+class JobConfigError(PipeModeError, ValueError):
+    """A training job the runner cannot start: a bad channel, source, name or option."""
 
 
 class CorruptRecordError(PipeModeError, ValueError):

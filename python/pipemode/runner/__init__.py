@@ -5,7 +5,8 @@ feed each Pipe channel's FIFOs epoch after epoch from local files or S3, run the
 current Python and pack its model, as a SageMaker training job would.
 """
 
-from pipemode.runner.channels import Channel, JobConfigError
+from pipemode.errors import JobConfigError
+from pipemode.runner.channels import Channel
 from pipemode.runner.estimator import Estimator, ShuffleConfig, TrainingFailedError, TrainingInput
 from pipemode.runner.job import JobResult, TrainingJob
 

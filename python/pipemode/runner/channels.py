@@ -11,13 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipemode.errors import PipeModeError
+from pipemode.errors import JobConfigError
 
-__all__ = ["Channel", "JobConfigError", "parse_channel_arg", "validate_name"]
-
-
-class JobConfigError(PipeModeError, ValueError):
-    """A training job the runner cannot start: a bad channel, source, name or option."""
+__all__ = ["Channel", "parse_channel_arg", "validate_name"]
 
 
 # SageMaker's own patterns; a name that passes them is also safe as a path component.

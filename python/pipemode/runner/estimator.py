@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from pipemode.runner.channels import Channel, JobConfigError
+from pipemode.errors import JobConfigError
+from pipemode.runner.channels import Channel
 from pipemode.runner.job import JobResult, TrainingJob
 
 __all__ = ["Estimator", "ShuffleConfig", "TrainingFailedError", "TrainingInput"]

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from pipemode.runner.channels import Channel, JobConfigError, validate_name
+from pipemode.errors import JobConfigError
+from pipemode.runner.channels import Channel, validate_name
 from pipemode.runner.feeder import ChannelFeeder, ChannelStats
 from pipemode.runner.progress import Progress, format_bytes, format_rate
 from pipemode.runner.sources import DataObject, epoch_objects, read_chunks, relative_name, resolve

@@ -18,7 +18,8 @@ from typing import Any, BinaryIO, Union
 
 import numpy as np
 
-from pipemode.runner.channels import Channel, JobConfigError
+from pipemode.errors import JobConfigError
+from pipemode.runner.channels import Channel
 
 __all__ = ["LocalObject", "S3Object", "epoch_objects", "gunzip", "read_chunks", "resolve"]
 
