@@ -112,9 +112,12 @@ impl AlignedBuf {
 
     fn grow(&mut self, capacity: usize) {
         let old = Self::layout(self.capacity);
-        // SAFETY: `ptr` was allocated with `old`; the new size is non-zero and valid for ALIGN.
-        let ptr = unsafe { alloc::realloc(self.ptr.as_ptr(), old, capacity) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(old));
+        // Checked first: realloc requires the new size, rounded up to ALIGN, to fit an isize.
+        let new = Self::layout(capacity);
+        // SAFETY: `ptr` was allocated with `old`; `new` has the same alignment and a valid,
+        // non-zero size.
+        let ptr = unsafe { alloc::realloc(self.ptr.as_ptr(), old, new.size()) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(new));
         // SAFETY: the bytes from the old capacity to the new one are allocated and ours.
         unsafe {
             ptr.as_ptr()
@@ -127,7 +130,11 @@ impl AlignedBuf {
 
     /// The bytes `range` of the buffer, which must lie within its length.
     pub fn slice_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
-        assert!(start + len <= self.len, "write past the end of a column");
+        let end = start.checked_add(len);
+        assert!(
+            end.is_some_and(|end| end <= self.len),
+            "write past the end of a column"
+        );
         // SAFETY: checked just above; the bytes are initialised.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) }
     }
@@ -497,8 +504,22 @@ impl ColumnBuilder {
                 },
                 kind,
             ) => {
-                data.set_len((row + 1) * *row_bytes);
-                let out = data.slice_mut(row * *row_bytes, *row_bytes);
+                // The row is made only for a list that can fill it: values take at least a byte
+                // each on the wire, so a shorter list is a count error, reported without first
+                // growing the column to a row that a huge shape makes terabytes long.
+                let can_fill = match list {
+                    FeatureList::Absent => default.is_some(),
+                    FeatureList::Int64(body) | FeatureList::Float(body) => {
+                        *row_bytes <= body.len().saturating_mul(8)
+                    }
+                    FeatureList::Bytes(_) => false,
+                };
+                let out: &mut [u8] = if can_fill {
+                    data.set_len((row + 1) * *row_bytes);
+                    data.slice_mut(row * *row_bytes, *row_bytes)
+                } else {
+                    &mut []
+                };
                 match (list, kind) {
                     (FeatureList::Absent, _) => match default {
                         Some(default) => out.copy_from_slice(default),
@@ -514,25 +535,19 @@ impl ColumnBuilder {
                 }
                 Ok(())
             }
-            (ColumnBuilder::Bytes { data, ends, .. }, _) => {
-                let result = match list {
-                    FeatureList::Absent => match &feature.default {
-                        Some(DefaultValue::Bytes(values)) => push_strings(
-                            feature,
-                            values.iter().map(|v| Ok(v.as_slice())),
-                            data,
-                            ends,
-                        ),
-                        _ => Err(missing(feature)),
-                    },
-                    FeatureList::Bytes(body) => match wire::parse_bytes(body) {
-                        Ok(values) => push_strings(feature, values, data, ends),
-                        Err(BadList) => Err(unparsable(feature)),
-                    },
-                    other => Err(wrong_kind(feature, other)),
-                };
-                result
-            }
+            (ColumnBuilder::Bytes { data, ends, .. }, _) => match list {
+                FeatureList::Absent => match &feature.default {
+                    Some(DefaultValue::Bytes(values)) => {
+                        push_strings(feature, values.iter().map(|v| Ok(v.as_slice())), data, ends)
+                    }
+                    _ => Err(missing(feature)),
+                },
+                FeatureList::Bytes(body) => match wire::parse_bytes(body) {
+                    Ok(values) => push_strings(feature, values, data, ends),
+                    Err(BadList) => Err(unparsable(feature)),
+                },
+                other => Err(wrong_kind(feature, other)),
+            },
             (ColumnBuilder::Raw { data, width, block }, FeatureKind::Raw { item_size }) => {
                 let mut raw = RawRow {
                     feature,

@@ -253,6 +253,28 @@ fn malformed_records_are_errors_not_rows() {
 }
 
 #[test]
+fn a_huge_shape_is_a_count_error_not_an_allocation() {
+    // 2^40 values per record: a row would be 8 TiB (int64) or 4 TiB (float32).
+    let huge = 1usize << 40;
+    let spec = spec(vec![
+        feature("a", FeatureKind::Float32, &[huge]),
+        feature("b", FeatureKind::Int64, &[huge]),
+    ]);
+    let floats = example_of(&[(b"a", float_feature(&[1.0]))]);
+    assert!(error_of(&spec, floats).contains(&format!("expected {huge} float values")));
+    let strings = example_of(&[(b"a", vec![0x0a, 0x03, 0x0a, 0x01, b'x'])]);
+    assert!(error_of(&spec, strings).contains("float"));
+}
+
+#[test]
+#[should_panic(expected = "write past the end of a column")]
+fn an_overflowing_column_slice_is_refused() {
+    let mut buf = AlignedBuf::with_capacity(64);
+    buf.set_len(16);
+    buf.slice_mut(8, usize::MAX - 7);
+}
+
+#[test]
 fn a_failed_record_leaves_the_builder_as_it_was() {
     let spec = spec(vec![
         feature("s", FeatureKind::Bytes, &[]),
