@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.channels import parse_channel_arg, parse_input_data_config
 from pipemode.runner.estimator import Estimator, ShuffleConfig, TrainingFailedError, TrainingInput
+from pipemode.runner.job import _file_mode_name, _file_mode_path
+from pipemode.runner.sources import LocalObject, S3Object
 from runner_helpers import fifos_under, folder_of_files, recorded, run, script
 
 
@@ -287,6 +290,43 @@ def test_ctrl_c_is_forwarded_to_the_script_and_nothing_is_left(tmp_path: Path) -
     assert "interrupted by SIGINT" in (job / "algo-1" / "output" / "failure").read_text()
     assert b"exit code 130" in stderr
     assert fifos_under(job) == []
+
+
+@pytest.mark.parametrize("key", ["absolute", "../src.bin"])
+def test_file_mode_keys_that_would_leave_the_channel_folder_are_refused(
+    tmp_path: Path, key: str
+) -> None:
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"precious")
+    key = str(source) if key == "absolute" else key
+    manifest = tmp_path / "manifests" / "train.json"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps([{"prefix": ""}, key]))
+    channel = Channel("train", str(manifest), input_mode="File", s3_data_type="ManifestFile")
+    with pytest.raises(
+        JobConfigError, match=rf"channel 'train': object key {re.escape(repr(key))}"
+    ):
+        run(tmp_path, script(tmp_path, "pass\n"), [channel])
+    assert source.read_bytes() == b"precious"
+    assert not (tmp_path / "out" / "job").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("key", ["", ".", "a/./..", "/etc/passwd", "a/../../b"])
+def test_file_mode_names_are_checked_for_s3_keys_too(key: str) -> None:
+    with pytest.raises(JobConfigError, match=r"empty, absolute or has a '\.\.' part"):
+        _file_mode_name("train", S3Object("bucket", f"prefix/{key}", key))
+
+
+def test_a_file_mode_path_through_a_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "train"
+    target.mkdir()
+    (target / "link").symlink_to(tmp_path)
+    obj = LocalObject(tmp_path / "x", "link/x")
+    with pytest.raises(JobConfigError, match="outside the channel's folder"):
+        _file_mode_path(target, "train", obj)
+    assert _file_mode_path(target, "train", LocalObject(tmp_path / "x", "sub/x")) == (
+        target / "sub" / "x"
+    )
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", "..", ".", "", "x" * 65, "sp ace"])

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, TextIO
 
 from pipemode.errors import JobConfigError
@@ -179,6 +179,10 @@ class TrainingJob:
                 f"{Path(self.output_path) / job_name} exists: job names are unique, pick another"
             )
         objects = {c.name: resolve(c) for c in self.channels}
+        for channel in self.channels:
+            if not channel.is_pipe:  # refused before the job's folders exist
+                for obj in objects[channel.name]:
+                    _file_mode_name(channel.name, obj)
         hosts = [f"algo-{i + 1}" for i in range(self.instance_count)]
         return job_name, hosts, objects
 
@@ -236,7 +240,7 @@ class _Run:
         objects = epoch_objects(self.objects[channel.name], channel, 0, host_index, len(self.hosts))
         target = folder.data_dir / channel.name
         for obj in objects:
-            path = target / relative_name(obj)
+            path = _file_mode_path(target, channel.name, obj)
             path.parent.mkdir(parents=True, exist_ok=True)
             with obj.open() as source, open(path, "wb") as sink:
                 for chunk in read_chunks(source):
@@ -477,6 +481,30 @@ class _Run:
             failure=failure,
             channels=[f.stats for f in self.feeders],
         )
+
+
+def _file_mode_name(channel: str, obj: DataObject) -> PurePosixPath:
+    """The object's path below its channel folder. The name comes from a manifest or an S3 key,
+    which may be anything: one that is empty, absolute or goes up would be written elsewhere."""
+    name = relative_name(obj)
+    path = PurePosixPath(name)
+    if not path.parts or path.is_absolute() or ".." in path.parts:
+        raise JobConfigError(
+            f"channel {channel!r}: object key {name!r} cannot be copied into the channel's "
+            "folder: it is empty, absolute or has a '..' part"
+        )
+    return path
+
+
+def _file_mode_path(target: Path, channel: str, obj: DataObject) -> Path:
+    """Where a File-mode object is copied: under `target`, even if a symlink lies on the way."""
+    path = target / _file_mode_name(channel, obj)
+    if not path.resolve().is_relative_to(target.resolve()):
+        raise JobConfigError(
+            f"channel {channel!r}: object key {relative_name(obj)!r} resolves to {str(path)!r}, "
+            f"outside the channel's folder {str(target)!r}"
+        )
+    return path
 
 
 def _join_all(threads: Sequence[threading.Thread | ChannelFeeder], grace: float) -> None:
