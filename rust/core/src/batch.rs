@@ -24,7 +24,9 @@ pub trait BatchBuilder: Send + 'static {
     /// True when the current batch should be handed over now.
     fn is_full(&self) -> bool;
 
-    /// Hands over the records pushed so far and starts an empty batch.
+    /// Hands over the oldest records pushed and not yet taken: all of them, or (for a builder
+    /// whose batches end at a boundary of its own, like a dense block) the part up to that
+    /// boundary. Call it until [`BatchBuilder::is_empty`] to hand over everything.
     fn take(&mut self) -> Self::Batch;
 }
 

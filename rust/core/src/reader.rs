@@ -114,6 +114,8 @@ enum State<B: BatchBuilder> {
     Running {
         batches: Receiver<Result<B::Batch>>,
         thread: JoinHandle<()>,
+        /// How errors name the stream, for a panic of the thread too.
+        label: String,
     },
     Finished,
 }
@@ -137,7 +139,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
     /// ended the stream (returned once; every record before it has been returned in batches).
     pub fn next_batch(&mut self) -> Result<Option<B::Batch>> {
         if matches!(self.state, State::Idle { .. }) {
-            self.start();
+            self.start()?;
         }
         let State::Running { batches, .. } = &self.state else {
             return Ok(None);
@@ -176,18 +178,19 @@ impl<B: BatchBuilder> PrefetchReader<B> {
         !matches!(self.state, State::Idle { .. })
     }
 
-    fn start(&mut self) {
+    fn start(&mut self) -> Result<()> {
         let State::Idle {
             path,
             options,
             builder,
         } = std::mem::replace(&mut self.state, State::Finished)
         else {
-            return;
+            return Ok(());
         };
+        let label = stream_label(&path, options.name.as_deref());
         let (sender, batches) = bounded(options.prefetch.max(1));
         let worker = Worker {
-            label: stream_label(&path, options.name.as_deref()),
+            label: label.clone(),
             path,
             options,
             cancel: self.cancel.clone(),
@@ -197,15 +200,26 @@ impl<B: BatchBuilder> PrefetchReader<B> {
         let thread = std::thread::Builder::new()
             .name("pipemode-reader".into())
             .spawn(move || worker.run(builder))
-            .expect("spawning the reader thread");
-        self.state = State::Running { batches, thread };
+            .map_err(|source| Error::Io {
+                path: label.clone(),
+                source,
+            })?;
+        self.state = State::Running {
+            batches,
+            thread,
+            label,
+        };
+        Ok(())
     }
 
     /// Ends the thread: dropping the receiver wakes a thread blocked on a full queue, the cancel
     /// flag one blocked on the source. Reports a panic of the thread as an error.
     fn finish(&mut self) -> Result<()> {
-        let State::Running { batches, thread } =
-            std::mem::replace(&mut self.state, State::Finished)
+        let State::Running {
+            batches,
+            thread,
+            label,
+        } = std::mem::replace(&mut self.state, State::Finished)
         else {
             return Ok(());
         };
@@ -218,7 +232,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             Error::Io {
-                path: String::new(),
+                path: label,
                 source: std::io::Error::other(format!("reader thread panicked: {message}")),
             }
         })
@@ -288,9 +302,13 @@ impl<T: Send> Worker<T> {
             }
         };
         self.stats.publish(&framer, records);
-        // Every record framed before the end (or the error) reaches the consumer first.
-        if !builder.is_empty() && !self.send(Ok(builder.take())) {
-            return;
+        // Every record framed before the end (or the error) reaches the consumer first, unless
+        // the consumer cancelled: then it wants nothing more. `take` may hand over less than
+        // everything (a dense block ends at a batch boundary), hence the loop.
+        while !builder.is_empty() && !self.cancel.load(Ordering::Relaxed) {
+            if !self.send(Ok(builder.take())) {
+                return;
+            }
         }
         if let Err(error) = outcome {
             self.fail(error);

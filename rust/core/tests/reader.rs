@@ -204,10 +204,9 @@ fn cancelling_stops_a_reader_blocked_on_a_silent_writer() {
     let (batches, error) = consumer.join().unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(error.is_none(), "cancelling is not an error: {error:?}");
-    assert_eq!(
-        batches.len(),
-        1,
-        "the partial batch before the cancel arrives"
+    assert!(
+        batches.is_empty(),
+        "a cancelled reader hands over nothing more, not even its partial batch"
     );
     done_tx.send(()).unwrap();
     assert_eq!(writer.join().unwrap(), Err(std::io::ErrorKind::BrokenPipe));
