@@ -22,13 +22,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
+from pipemode.decode import DenseReader
 from pipemode.errors import PipeModeDatasetException
-
-if TYPE_CHECKING:
-    from pipemode.decode import DenseReader
-    from pipemode.reader import RecordBatch, RecordReader
+from pipemode.reader import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_OPEN_TIMEOUT,
+    PathLike,
+    RecordBatch,
+    RecordReader,
+)
 
 __all__ = [
     "DEFAULT_OPEN_TIMEOUT",
@@ -41,13 +46,7 @@ __all__ = [
     "default_state_dir",
 ]
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 RECORD_FORMATS = ("RecordIO", "TFRecord", "TextLine")
-
-# How long a reader waits for its epoch's FIFO to appear and for SageMaker to open its end.
-# The incumbent meant 120 s (and really waited about two hours); a bounded wait is the point.
-DEFAULT_OPEN_TIMEOUT = 120.0
 
 
 def _sagemaker_base_dir() -> Path:
@@ -156,16 +155,17 @@ class PipeModeChannel:
             self._write_counter(index + 1)
         return Epoch(index, self.fifo_path(index))
 
-    def next_epoch(self, batch_size: int = 1024) -> ChannelEpoch:
+    def next_epoch(self, batch_size: int = DEFAULT_BATCH_SIZE) -> ChannelEpoch:
         """The next epoch's records, claimed only when first read (see `ChannelEpoch`)."""
         return ChannelEpoch(self, batch_size)
 
     def open_reader(
-        self, epoch: Epoch, batch_size: int = 1024, max_batch_bytes: int = 16 << 20
+        self,
+        epoch: Epoch,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     ) -> RecordReader:
         """A `RecordReader` over a claimed epoch's FIFO, with this channel's options."""
-        from pipemode.reader import RecordReader
-
         return RecordReader(
             epoch.path,
             self.record_format,
@@ -178,8 +178,6 @@ class PipeModeChannel:
         self, epoch: Epoch, features: Any, decode_raw: Any = None, batch_size: int = 64
     ) -> DenseReader:
         """A `DenseReader` (Examples decoded into numpy batches) over a claimed epoch's FIFO."""
-        from pipemode.decode import DenseReader
-
         return DenseReader(
             epoch.path,
             self.record_format,
@@ -246,7 +244,7 @@ class ChannelEpoch:
     is read once: SageMaker does not serve a FIFO twice.
     """
 
-    def __init__(self, channel: PipeModeChannel, batch_size: int = 1024) -> None:
+    def __init__(self, channel: PipeModeChannel, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.channel = channel
         self.batch_size = batch_size
         self.epoch: Epoch | None = None

@@ -16,7 +16,6 @@ records (`pipemode.RecordReader`) and parse those in TF instead.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, Union
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import _StreamReader
+from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, _StreamReader
 
 __all__ = ["DenseReader", "FixedLenFeature", "decode_examples", "encode_example", "example_spec"]
 
@@ -230,7 +229,7 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: PathLike,
         record_format: str = "RecordIO",
         *,
         features: Mapping[str, Any] | _native.ExampleSpec,
@@ -239,7 +238,7 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
         batches_per_block: int = 16,
         max_corrupted_records_to_skip: int = 0,
         multipart: str = "dmlc",
-        open_timeout: float | None = 120.0,
+        open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         name: str | None = None,
         buffer_size: int = 1 << 20,
         prefetch: int = 4,

@@ -17,13 +17,26 @@ from typing import Any, Generic, TypeVar, Union
 from pipemode import _native
 from pipemode._native import RecordBatch
 
-__all__ = ["RecordBatch", "RecordReader", "RecordWriter"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_OPEN_TIMEOUT",
+    "PathLike",
+    "RecordBatch",
+    "RecordReader",
+    "RecordWriter",
+]
 
 logger = logging.getLogger("pipemode")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_BATCH_SIZE = 1024
+DEFAULT_MAX_BATCH_BYTES = 16 << 20
+
+# How long a reader waits for its FIFO to appear and for its writer to open the other end.
+# The incumbent meant 120 s (and really waited about two hours); a bounded wait is the point.
+DEFAULT_OPEN_TIMEOUT = 120.0
 
 
 # The native readers, which share their counters (`_native._ReaderCounters`) and `close`.
@@ -122,10 +135,10 @@ class RecordReader(_StreamReader[_native.RecordReader]):
         *,
         max_corrupted_records_to_skip: int = 0,
         multipart: str = "dmlc",
-        open_timeout: float | None = 120.0,
+        open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         name: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        max_batch_bytes: int = 16 << 20,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         buffer_size: int = 1 << 20,
         prefetch: int = 4,
     ) -> None:

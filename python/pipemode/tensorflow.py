@@ -22,9 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from pipemode.channel import DEFAULT_OPEN_TIMEOUT, PathLike, PipeModeChannel
+from pipemode.channel import PipeModeChannel
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import RecordBatch
+from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, RecordBatch
 
 __all__ = ["PipeModeDataset"]
 
