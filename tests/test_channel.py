@@ -79,6 +79,29 @@ def test_skipping_corrupted_records_only_with_tfrecord(pipe_job, record_format):
     assert channel.max_corrupted_records_to_skip == 2
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"multipart": "bogus"}, r'^Invalid multipart mode: "bogus"'),
+        ({"open_timeout": -1.0}, r"^open_timeout must be a number of seconds >= 0 or None"),
+        ({"max_corrupted_records_to_skip": -1}, r"^max_corrupted_records_to_skip must be >= 0"),
+    ],
+)
+def test_bad_reader_options_fail_at_construction_touching_no_counter(pipe_job, option, message):
+    pipe_job.add_channel("train")
+    with pytest.raises(PipeModeDatasetException, match=message):
+        PipeModeChannel("train", **option, **pipe_job.dirs())
+    assert not (pipe_job.state_dir / ".train-pipe_mode-state").exists()
+
+
+def test_a_bad_batch_size_fails_before_the_epoch_is_claimed(pipe_job):
+    pipe_job.add_channel("train")
+    channel = PipeModeChannel("train", **pipe_job.dirs())
+    with pytest.raises(PipeModeDatasetException, match=r"^batch_size must be >= 1, not 0$"):
+        channel.next_epoch(batch_size=0)
+    assert channel.peek_next_epoch() == 0
+
+
 def test_checks_run_in_the_incumbents_order(pipe_job):
     # A File-mode channel with an invalid format: the channel check comes first.
     pipe_job.add_channel("train", mode="File")

@@ -95,6 +95,14 @@ def test_construction_makes_the_incumbents_checks(pipe_job):
         PipeModeDataset("eval", **pipe_job.dirs())
 
 
+def test_a_bad_reader_option_fails_at_construction_consuming_no_epoch(pipe_job):
+    pipe_job.add_channel("train")
+    PipeModeDataset("train", **pipe_job.dirs())
+    with pytest.raises(PipeModeDatasetException, match=r'^Invalid multipart mode: "bogus"'):
+        PipeModeDataset("train", multipart="bogus", **pipe_job.dirs())
+    assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"0"
+
+
 def test_repeat_reads_the_next_epoch_per_pass(pipe_job):
     pipe_job.add_channel("train")
     epochs = [some_records(300, tag=f"epoch {n} ") for n in range(3)]

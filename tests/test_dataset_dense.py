@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
-from pipemode import PipeModeDataset  # noqa: E402  (needs TensorFlow)
+from pipemode import PipeModeDataset, PipeModeDatasetException  # noqa: E402  (needs TensorFlow)
 from test_dataset import recordio, tfrecord  # noqa: E402
 
 pytestmark = pytest.mark.tf
@@ -121,6 +121,15 @@ def test_unsupported_features_are_rejected_at_construction(pipe_job):
     pipe_job.add_channel("train")
     with pytest.raises((TypeError, ValueError), match="VarLenFeature"):
         PipeModeDataset("train", features={"x": tf.io.VarLenFeature(tf.int64)}, **pipe_job.dirs())
+    assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"0"
+
+
+def test_a_bad_batch_size_fails_at_construction_consuming_no_epoch(pipe_job):
+    pipe_job.add_channel("train")
+    with pytest.raises(PipeModeDatasetException, match=r"^batch_size must be >= 1, not 0$"):
+        PipeModeDataset(
+            "train", features=FEATURES, decode_raw=DECODE_RAW, batch_size=0, **pipe_job.dirs()
+        )
     assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"0"
 
 

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pipemode._native import ExampleSpec
 from pipemode.decode import DenseReader
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import (
@@ -86,7 +87,9 @@ class PipeModeChannel:
     `<config_dir>/inputdataconfig.json` (`FileNotFoundError` when absent), then raises
     `PipeModeDatasetException` for a channel the job does not have, a channel not in Pipe mode,
     `max_corrupted_records_to_skip` with a format other than TFRecord, and an unknown
-    `record_format`. It then writes the epoch counter as 0 if no reader has yet.
+    `record_format`. Then it checks the options the reader takes (a bad `multipart` or
+    `open_timeout` raises the reader's `PipeModeDatasetException`) and writes the epoch counter
+    as 0 if no reader has yet.
 
     `None` for a folder means the SageMaker default (see `default_state_dir` and friends).
     `open_timeout` bounds the wait, in seconds, for an epoch's FIFO and its writer. `multipart`
@@ -127,6 +130,7 @@ class PipeModeChannel:
             raise PipeModeDatasetException(
                 f"Invalid record format: {record_format} (expected one of {expected})"
             )
+        self.check_reader_options()
         self._start_counter()
 
     @property
@@ -187,6 +191,23 @@ class PipeModeChannel:
             **self._reader_options(epoch),
         )
 
+    def check_reader_options(
+        self, batch_size: int = DEFAULT_BATCH_SIZE, spec: ExampleSpec | None = None
+    ) -> None:
+        """Raises what opening an epoch's reader with these options would, claiming nothing.
+
+        The reader checks its options only when it is built, after its epoch is claimed: a bad
+        one found then would have consumed the epoch. So one is built now, over no FIFO (it
+        opens nothing), for the reader's own exception and message. With `spec`, the reader is
+        a `DenseReader`.
+        """
+        unclaimed = Epoch(-1, Path(os.devnull))
+        if spec is None:
+            reader: RecordReader | DenseReader = self.open_reader(unclaimed, batch_size)
+        else:
+            reader = self.open_dense_reader(unclaimed, spec, batch_size=batch_size)
+        reader.close()
+
     def _reader_options(self, epoch: Epoch) -> dict[str, Any]:
         return {
             "max_corrupted_records_to_skip": self.max_corrupted_records_to_skip,
@@ -245,6 +266,7 @@ class ChannelEpoch:
     """
 
     def __init__(self, channel: PipeModeChannel, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        channel.check_reader_options(batch_size)
         self.channel = channel
         self.batch_size = batch_size
         self.epoch: Epoch | None = None

@@ -179,8 +179,10 @@ def _dense_batches(
 ) -> tf.data.Dataset:
     from pipemode.decode import example_spec
 
-    # Checked now, so a bad spec fails at construction, before any epoch is claimed.
+    # Checked now, so a bad spec or batch size fails at construction, before any epoch is
+    # claimed.
     spec = example_spec(features, decode_raw)
+    channel.check_reader_options(batch_size, spec)
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
         epoch = channel.claim_next_epoch()
