@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -305,6 +306,59 @@ def test_writer_to_a_fifo_feeds_a_reader_in_another_thread(tmp_path):
         assert list(RecordReader(path, "RecordIO", open_timeout=10)) == records
     finally:
         producer.join()
+
+
+def test_an_unclosed_writer_still_delivers_what_it_buffered(tmp_path):
+    path = tmp_path / "data"
+    writer = RecordWriter(path, "TFRecord")
+    for record in (b"a", b"b" * 1000, b"c"):
+        writer.write(record)
+    del writer
+    assert list(RecordReader(path, "TFRecord")) == [b"a", b"b" * 1000, b"c"]
+
+
+# Run in a child so that a regression hangs the child, not the suite.
+_ASK_WHILE_ANOTHER_THREAD_WAITS = """
+import os, sys, threading, time
+from pipemode import RecordReader, RecordWriter
+folder = sys.argv[1]
+# A writer whose write blocks on a FIFO nobody reads yet.
+fifo = os.path.join(folder, "w")
+os.mkfifo(fifo)
+read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+writer = RecordWriter(fifo, "RecordIO")
+blocked = threading.Thread(target=writer.write, args=(b"x" * (8 << 20),))
+blocked.start()
+time.sleep(0.3)
+assert not writer.closed
+# A reader whose next_batch waits for a FIFO writer that never comes.
+silent = os.path.join(folder, "r")
+os.mkfifo(silent)
+reader = RecordReader(silent, "RecordIO", open_timeout=None)
+waiting = threading.Thread(target=lambda: list(reader))
+waiting.start()
+time.sleep(0.3)
+try:
+    reader.batches(8)
+except Exception as error:
+    print("batches:", type(error).__name__)
+reader.close()
+waiting.join()
+os.close(read_end)  # the blocked write now fails with EPIPE
+blocked.join()
+print("done")
+"""
+
+
+def test_asking_a_reader_or_writer_does_not_wait_for_a_blocked_thread(tmp_path):
+    child = subprocess.run(
+        [sys.executable, "-c", _ASK_WHILE_ANOTHER_THREAD_WAITS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines()[-1] == "done"
 
 
 def test_exports():

@@ -1,6 +1,7 @@
 //! What RecordReader and ExampleReader share besides their options: the `_ReaderCounters` base
 //! class with the reader thread's counters, and [`SharedReader`], their [`PrefetchReader`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pipemode_core::{BatchBuilder, Canceller, PrefetchReader, ReaderStats};
@@ -64,6 +65,9 @@ pub struct SharedReader<B: BatchBuilder> {
     // another thread can still read counters or close the reader.
     reader: Mutex<PrefetchReader<B>>,
     canceller: Canceller,
+    // Kept outside the mutex: asking must not wait, with the GIL held, behind a thread blocked
+    // in `next_batch`.
+    started: AtomicBool,
 }
 
 impl<B: BatchBuilder> SharedReader<B> {
@@ -72,6 +76,7 @@ impl<B: BatchBuilder> SharedReader<B> {
         let counters = PyReaderCounters::new(reader.stats());
         let shared = SharedReader {
             canceller: reader.canceller(),
+            started: AtomicBool::new(reader.started()),
             reader: Mutex::new(reader),
         };
         (shared, counters)
@@ -86,6 +91,7 @@ impl<B: BatchBuilder> SharedReader<B> {
 
     /// The next batch, or None at the end of the stream (and after an error or `close`).
     pub fn next_batch(&self, py: Python<'_>) -> PyResult<Option<B::Batch>> {
+        self.started.store(true, Ordering::Relaxed);
         py.detach(|| self.lock().next_batch())
             .map_err(|error| to_pyerr(py, error))
     }
@@ -99,6 +105,6 @@ impl<B: BatchBuilder> SharedReader<B> {
 
     /// True once the first read has asked for the source.
     pub fn started(&self) -> bool {
-        self.lock().started()
+        self.started.load(Ordering::Relaxed)
     }
 }
