@@ -133,6 +133,38 @@ def test_a_bad_batch_size_fails_at_construction_consuming_no_epoch(pipe_job):
     assert (pipe_job.state_dir / ".train-pipe_mode-state").read_bytes() == b"0"
 
 
+def test_dtype_spellings_the_decoder_accepts_but_tf_does_not(pipe_job):
+    import pipemode
+
+    pipe_job.add_channel("train")
+    records = examples(100)
+    pipe_job.feed("train", 0, recordio(records))
+    features = {
+        "data": pipemode.FixedLenFeature([], "bytes"),  # tf.as_dtype refuses "bytes" and "<f4"
+        "tag": pipemode.FixedLenFeature([], np.bytes_),
+        "weights": pipemode.FixedLenFeature(3, np.float32),
+        "labels": pipemode.FixedLenFeature([], np.dtype("int64")),
+    }
+    dataset = PipeModeDataset(
+        "train", features=features, decode_raw={"data": "<f4"}, batch_size=32, **pipe_job.dirs()
+    )
+    assert dataset.element_spec["data"] == tf.TensorSpec([None, None], tf.float32)
+    ours = [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+
+    tf_features = {
+        "data": tf.io.FixedLenFeature([], tf.string),
+        "tag": tf.io.FixedLenFeature([], tf.string),
+        "weights": tf.io.FixedLenFeature([3], tf.float32),
+        "labels": tf.io.FixedLenFeature([], tf.int64),
+    }
+    theirs = []
+    for batch in tf.data.Dataset.from_tensor_slices(records).batch(32):
+        parsed = tf.io.parse_example(batch, tf_features)
+        parsed["data"] = tf.io.decode_raw(parsed["data"], tf.float32, little_endian=True)
+        theirs.append({k: v.numpy() for k, v in parsed.items()})
+    assert_batches_equal(ours, theirs)
+
+
 def test_pipemode_feature_specs_and_benchmark_output(pipe_job, capsys):
     import pipemode
 

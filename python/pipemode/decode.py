@@ -25,7 +25,15 @@ from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, _StreamReader
 
-__all__ = ["DenseReader", "FixedLenFeature", "decode_examples", "encode_example", "example_spec"]
+__all__ = [
+    "DenseReader",
+    "FeatureColumn",
+    "FixedLenFeature",
+    "decode_examples",
+    "encode_example",
+    "example_spec",
+    "feature_columns",
+]
 
 _KINDS = {"int64": "int64", "float32": "float32", "string": "string", "bytes": "string"}
 _UNSUPPORTED = ("VarLenFeature", "SparseFeature", "RaggedFeature", "FixedLenSequenceFeature")
@@ -107,6 +115,54 @@ def _raw_dtype(name: str, dtype: Any) -> np.dtype[Any]:
     return np_dtype.newbyteorder("<")
 
 
+class FeatureColumn(NamedTuple):
+    """One feature as the decoder takes it: checked, with its dtype, shape and default
+    normalised from whatever `tf.io.parse_example` or numpy spelling the user gave."""
+
+    name: str
+    kind: str  # "int64", "float32" or "string"
+    shape: tuple[int, ...]
+    default: list[Any] | None  # flattened, or None when the feature is required
+    raw_dtype: np.dtype[Any] | None  # decode_raw's little-endian item type, if any
+
+
+def feature_columns(
+    features: Mapping[str, Any], decode_raw: Mapping[str, Any] | None = None
+) -> list[FeatureColumn]:
+    """Checks `features` (a `tf.io.parse_example` dict) and `decode_raw`, normalised once for
+    the decoder and for anything that describes its output (such as a TF signature)."""
+    if not isinstance(features, Mapping) or not features:
+        raise PipeModeDatasetException("features must be a non-empty dict of name -> feature")
+    decode_raw = dict(decode_raw or {})
+    unknown = set(decode_raw) - set(features)
+    if unknown:
+        raise PipeModeDatasetException(f"decode_raw names features not in features: {unknown}")
+    return [_column(name, feature, decode_raw) for name, feature in features.items()]
+
+
+def _column(name: str, feature: Any, decode_raw: dict[str, Any]) -> FeatureColumn:
+    kind_name = type(feature).__name__
+    if kind_name in _UNSUPPORTED or not all(
+        hasattr(feature, a) for a in ("shape", "dtype", "default_value")
+    ):
+        raise PipeModeDatasetException(
+            f"feature {name!r}: {kind_name} is not supported: {_SUPPORTED}; parse it in "
+            "TensorFlow from the raw records instead"
+        )
+    kind = _kind(name, feature.dtype)
+    raw_dtype = None
+    if name in decode_raw:
+        if kind != "string":
+            raise PipeModeDatasetException(
+                f"decode_raw of {name!r}: only string features can be decoded, not {kind}"
+            )
+        raw_dtype = _raw_dtype(name, decode_raw[name])
+    shape = _shape(name, feature.shape)
+    return FeatureColumn(
+        name, kind, shape, _default(name, kind, shape, feature.default_value), raw_dtype
+    )
+
+
 def example_spec(
     features: Mapping[str, Any] | _native.ExampleSpec,
     decode_raw: Mapping[str, Any] | None = None,
@@ -116,33 +172,7 @@ def example_spec(
         if decode_raw:
             raise PipeModeDatasetException("decode_raw is already part of the ExampleSpec")
         return features
-    if not isinstance(features, Mapping) or not features:
-        raise PipeModeDatasetException("features must be a non-empty dict of name -> feature")
-    decode_raw = dict(decode_raw or {})
-    unknown = set(decode_raw) - set(features)
-    if unknown:
-        raise PipeModeDatasetException(f"decode_raw names features not in features: {unknown}")
-    tuples = []
-    for name, feature in features.items():
-        kind_name = type(feature).__name__
-        if kind_name in _UNSUPPORTED or not all(
-            hasattr(feature, a) for a in ("shape", "dtype", "default_value")
-        ):
-            raise PipeModeDatasetException(
-                f"feature {name!r}: {kind_name} is not supported: {_SUPPORTED}; parse it in "
-                "TensorFlow from the raw records instead"
-            )
-        kind = _kind(name, feature.dtype)
-        raw = None
-        if name in decode_raw:
-            if kind != "string":
-                raise PipeModeDatasetException(
-                    f"decode_raw of {name!r}: only string features can be decoded, not {kind}"
-                )
-            raw = _raw_dtype(name, decode_raw[name])
-        shape = _shape(name, feature.shape)
-        tuples.append((name, kind, shape, _default(name, kind, shape, feature.default_value), raw))
-    return _native.ExampleSpec(tuples)
+    return _native.ExampleSpec(feature_columns(features, decode_raw))
 
 
 def decode_examples(

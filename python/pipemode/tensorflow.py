@@ -22,7 +22,9 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
+from pipemode._native import ExampleSpec
 from pipemode.channel import PipeModeChannel
+from pipemode.decode import FeatureColumn, feature_columns
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, RecordBatch
 
@@ -177,11 +179,10 @@ def _dense_batches(
     decode_raw: Mapping[str, Any] | None,
     batch_size: int,
 ) -> tf.data.Dataset:
-    from pipemode.decode import example_spec
-
     # Checked now, so a bad spec or batch size fails at construction, before any epoch is
     # claimed.
-    spec = example_spec(features, decode_raw)
+    columns = feature_columns(features, decode_raw)
+    spec = ExampleSpec(columns)
     channel.check_reader_options(batch_size, spec)
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
@@ -192,9 +193,7 @@ def _dense_batches(
         finally:
             reader.close()
 
-    return dense_batches_from_blocks(
-        generate, _dense_signature(features, decode_raw or {}), batch_size
-    )
+    return dense_batches_from_blocks(generate, _dense_signature(columns), batch_size)
 
 
 def dense_batches_from_blocks(
@@ -212,18 +211,23 @@ def dense_batches_from_blocks(
     return blocks.rebatch(batch_size)
 
 
-def _dense_signature(
-    features: Mapping[str, Any], decode_raw: Mapping[str, Any]
-) -> dict[str, tf.TensorSpec]:
-    """The spec of a block: `[rows, *shape]`, one more axis for the items of decoded raw bytes."""
+_TF_KINDS = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
+
+
+def _dense_signature(columns: list[FeatureColumn]) -> dict[str, tf.TensorSpec]:
+    """The spec of a block: `[rows, *shape]`, one more axis for the items of decoded raw bytes.
+
+    Built from the decoder's normalised columns, not the user's spec: TF's `as_dtype` refuses
+    spellings the decoder accepts, such as "bytes" or "<f4".
+    """
     signature = {}
-    for name, feature in features.items():
-        shape = [feature.shape] if isinstance(feature.shape, int) else list(feature.shape)
-        dtype = tf.as_dtype(feature.dtype)
-        if name in decode_raw:
-            shape.append(None)
-            dtype = tf.as_dtype(decode_raw[name])
-        signature[name] = tf.TensorSpec(shape=[None, *shape], dtype=dtype)
+    for column in columns:
+        if column.raw_dtype is None:
+            shape, dtype = column.shape, _TF_KINDS[column.kind]
+        else:
+            # TF names the item type without numpy's byte order ("<f4" is "float32").
+            shape, dtype = (*column.shape, None), tf.as_dtype(column.raw_dtype.name)
+        signature[column.name] = tf.TensorSpec(shape=[None, *shape], dtype=dtype)
     return signature
 
 
