@@ -86,3 +86,30 @@ def test_the_cli_writes_the_files_and_reports_the_speed(
     assert sorted(p.name for p in out.iterdir()) == ["part-00000.tfrecord", "part-00001.tfrecord"]
     assert len(records_of(sorted(out.iterdir()), "TFRecord")) == 100
     assert "100 TFRecord records" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "complaint"),
+    [
+        ("--files", "0", "must be at least 1, not 0"),
+        ("--dimension", "-2", "must be at least 1, not -2"),
+        ("--classes", "0", "must be at least 1, not 0"),
+        ("--records", "-1", "must be at least 0, not -1"),
+        ("--records", "ten", "expected an integer, got 'ten'"),
+    ],
+)
+def test_the_cli_refuses_bad_counts_with_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, complaint: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", str(tmp_path / "out"), option, value])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.splitlines()[-1] == f"pipemode generate: error: argument {option}: {complaint}"
+    assert "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_writes_an_empty_data_set_when_asked(tmp_path: Path) -> None:
+    assert main(["generate", str(tmp_path), "--records", "0"]) == 0
+    assert records_of([tmp_path / "part-00000.recordio"]) == []

@@ -97,3 +97,18 @@ def test_the_demo_says_when_tensorflow_is_missing(
     )
     assert main(["demo"]) == 2
     assert "pip install 'pipemode[tensorflow]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--train-records", "--eval-records", "--epochs", "--steps"])
+def test_the_demo_refuses_counts_below_one_with_a_usage_error(
+    capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", option, "0"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert (
+        error.splitlines()[-1]
+        == f"pipemode demo: error: argument {option}: must be at least 1, not 0"
+    )
+    assert "Traceback" not in error

@@ -11,7 +11,27 @@ from pathlib import Path
 
 from pipemode.errors import PipeModeError
 
-__all__ = ["main"]
+__all__ = ["main", "non_negative_int", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1 (argparse then exits with a one-line message)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a count that may be 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, str]:

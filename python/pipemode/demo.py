@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipemode.cli import positive_int
 from pipemode.errors import PipeModeError
 from pipemode.examples import TUTORIAL, TUTORIAL_DENSE
 from pipemode.generate import generate
@@ -25,10 +26,12 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-records", type=int, default=20_000)
-    parser.add_argument("--eval-records", type=int, default=4_000)
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per epoch")
+    # At least 1 of each: records per second divide by the train records, and the tutorial
+    # evaluates the model on the eval channel.
+    parser.add_argument("--train-records", type=positive_int, default=20_000)
+    parser.add_argument("--eval-records", type=positive_int, default=4_000)
+    parser.add_argument("--epochs", type=positive_int, default=5, help="training epochs")
+    parser.add_argument("--steps", type=positive_int, default=300, help="training steps per epoch")
     parser.add_argument(
         "--dense",
         action="store_true",

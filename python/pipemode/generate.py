@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipemode.cli import non_negative_int, positive_int
+
 __all__ = ["GenerateResult", "add_arguments", "generate", "run"]
 
 _SUFFIXES = {"RecordIO": "recordio", "TFRecord": "tfrecord"}
@@ -79,13 +81,13 @@ def generate(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    parser.add_argument("--records", type=int, default=10_000)
-    parser.add_argument("--dimension", type=int, default=1024)
-    parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--records", type=non_negative_int, default=10_000)
+    parser.add_argument("--dimension", type=positive_int, default=1024)
+    parser.add_argument("--classes", type=positive_int, default=2)
     parser.add_argument(
         "--format", dest="record_format", choices=list(_SUFFIXES), default="RecordIO"
     )
-    parser.add_argument("--files", type=int, default=1)
+    parser.add_argument("--files", type=positive_int, default=1)
     parser.add_argument("--seed", type=int, default=0)
 
 
