@@ -23,7 +23,7 @@ import numpy as np
 
 from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, _StreamReader
+from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, RecordBatch, _StreamReader
 
 __all__ = [
     "DenseReader",
@@ -186,7 +186,7 @@ def decode_examples(
     `RecordDecodeError` naming the record and feature at the first record that does not decode.
     """
     spec = example_spec(features, decode_raw)
-    if not hasattr(records, "offsets") and not isinstance(records, (list, tuple)):
+    if not isinstance(records, (RecordBatch, list, tuple)):
         records = list(records)
     return _native.decode_examples(records, spec)
 

@@ -25,6 +25,11 @@ impl PyRecordBatch {
         }
     }
 
+    /// The batch itself, for native code that reads it with the GIL released.
+    pub fn records(&self) -> &RecordBatch {
+        &self.batch
+    }
+
     fn record<'py>(&self, py: Python<'py>, index: usize) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.batch.get(index).expect("index checked"))
     }

@@ -7,13 +7,13 @@ use std::ptr;
 use std::sync::Arc;
 
 use numpy::npyffi::{self, npy_intp, PY_ARRAY_API};
-use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1};
+use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyArrayMethods};
 use pipemode_core::example::{
     self, AlignedBuf, BufferPool, Column, DefaultValue, DenseBlock, ExampleSpec, FeatureKind,
     FeatureSpec, Values,
 };
-use pyo3::buffer::PyBuffer;
 
+use crate::batch::PyRecordBatch;
 use crate::errors::to_pyerr;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -257,8 +257,11 @@ pub fn decode_examples<'py>(
     records: &Bound<'py, PyAny>,
     spec: &PyExampleSpec,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let block = if records.hasattr("offsets")? {
-        decode_contiguous(py, records, spec)?
+    let block = if let Ok(batch) = records.cast::<PyRecordBatch>() {
+        // Frozen and owned by the batch object held here: safe to read without the GIL.
+        let batch = batch.get().records();
+        let spec_arc = spec.spec.clone();
+        py.detach(|| example::decode_examples(spec_arc, batch.iter(), &spec.pool))
     } else {
         let items: Vec<Bound<'py, PyBytes>> = records
             .try_iter()?
@@ -277,41 +280,6 @@ pub fn decode_examples<'py>(
     };
     let block = block.map_err(|e| decode_error(py, e.record, &e.error.0))?;
     block_to_dict(py, spec, block)
-}
-
-/// A `RecordBatch`-like object: one contiguous buffer of payloads plus `int64[n + 1]` offsets.
-fn decode_contiguous(
-    py: Python<'_>,
-    records: &Bound<'_, PyAny>,
-    spec: &PyExampleSpec,
-) -> PyResult<Result<DenseBlock, example::DecodeError>> {
-    let buffer = PyBuffer::<u8>::get(records)?;
-    if !buffer.is_c_contiguous() {
-        return Err(PyTypeError::new_err(
-            "records must be one contiguous buffer",
-        ));
-    }
-    // SAFETY: the buffer is contiguous, holds `len_bytes` bytes, and stays alive (and, being
-    // exported, unresized) while `buffer` is held.
-    let data =
-        unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
-    let offsets: PyReadonlyArray1<'_, i64> = records.getattr("offsets")?.extract()?;
-    let offsets = offsets.as_slice()?;
-    let valid = offsets.first().is_none_or(|&o| o >= 0)
-        && offsets.windows(2).all(|w| w[0] <= w[1])
-        && offsets.last().is_none_or(|&o| o as usize <= data.len());
-    if !valid {
-        return Err(PyValueError::new_err(
-            "record offsets are not ascending within the buffer",
-        ));
-    }
-    let spec_arc = spec.spec.clone();
-    Ok(py.detach(|| {
-        let records = offsets
-            .windows(2)
-            .map(|w| &data[w[0] as usize..w[1] as usize]);
-        example::decode_examples(spec_arc, records, &spec.pool)
-    }))
 }
 
 /// `RecordDecodeError` for a record of an in-memory batch: no stream, so no path or offset.
