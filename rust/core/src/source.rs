@@ -237,6 +237,8 @@ pub struct Input {
     /// For a mapped file: the window position at which to populate the next stretch of the map
     /// and release the one behind (`usize::MAX` for other inputs).
     next_advice: usize,
+    /// A mapped file's bytes before this have been given back (see `advise_map`).
+    released_to: usize,
     /// Set by the consumer to stop a wait for a slow writer.
     cancel: Arc<AtomicBool>,
     /// Counts the time spent waiting for the writer.
@@ -289,6 +291,7 @@ impl Input {
             offset: 0,
             eof: true,
             next_advice: 0,
+            released_to: 0,
             cancel,
             stats,
         })
@@ -312,6 +315,7 @@ impl Input {
             offset: 0,
             eof: false,
             next_advice: usize::MAX,
+            released_to: 0,
             cancel,
             stats,
         }
@@ -335,6 +339,7 @@ impl Input {
             offset: 0,
             eof: true,
             next_advice: usize::MAX,
+            released_to: 0,
             cancel: Arc::default(),
             stats: Arc::default(),
         }
@@ -400,10 +405,10 @@ impl Input {
         let ahead = WINDOW.min(map.len() - self.start);
         // Hints only: an older kernel without MADV_POPULATE_READ just faults pages in as before.
         let _ = map.advise_range(Advice::PopulateRead, self.start / page * page, ahead);
-        // Everything up to half a window behind the record just taken; the stretch before that
-        // was released by the previous call.
+        // Everything up to half a window behind the record just taken, from where the previous
+        // call stopped: a record longer than the window moves further than one window per call.
         let release_end = released.saturating_sub(WINDOW / 2) / page * page;
-        let release_start = release_end.saturating_sub(WINDOW);
+        let release_start = self.released_to;
         if release_end > release_start {
             // SAFETY: DONTNEED on a read-only file mapping drops our page table entries only;
             // a later access reads the same bytes from the page cache again.
@@ -414,6 +419,7 @@ impl Input {
                     release_end - release_start,
                 )
             };
+            self.released_to = release_end;
         }
         self.next_advice = self.start + WINDOW / 2;
     }
