@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from pipemode.runner import Channel, JobConfigError
+from pipemode.runner import feeder as feeder_module
 from pipemode.runner.channels import parse_channel_arg, parse_input_data_config
 from pipemode.runner.estimator import Estimator, ShuffleConfig, TrainingFailedError, TrainingInput
+from pipemode.runner.feeder import ChannelFeeder
 from pipemode.runner.job import _file_mode_name, _file_mode_path
-from pipemode.runner.sources import LocalObject, S3Object
+from pipemode.runner.sources import DataObject, LocalObject, S3Object
 from runner_helpers import fifos_under, folder_of_files, recorded, run, script
 
 
@@ -290,6 +292,48 @@ def test_ctrl_c_is_forwarded_to_the_script_and_nothing_is_left(tmp_path: Path) -
     assert "interrupted by SIGINT" in (job / "algo-1" / "output" / "failure").read_text()
     assert b"exit code 130" in stderr
     assert fifos_under(job) == []
+
+
+_READ_ONE_EPOCH = """
+import os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.001)
+with open(sys.argv[1], "rb") as fifo:
+    print(len(fifo.read()))
+"""
+
+
+def test_a_feeder_that_fails_before_writing_still_ends_the_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_objects(*args: object) -> list[DataObject]:
+        raise RuntimeError("listing failed")
+
+    monkeypatch.setattr(feeder_module, "epoch_objects", no_objects)
+    data = folder_of_files(tmp_path / "d", {"x": b"x" * 1000})
+    errors: list[BaseException] = []
+    feeder = ChannelFeeder(
+        Channel("train", str(data)),
+        [LocalObject(data / "x", "x")],
+        tmp_path,
+        "algo-1",
+        on_error=lambda _, error: errors.append(error),
+    )
+    feeder.start()
+    try:
+        # The reader sees the end of the epoch (nothing in it) rather than waiting for ever.
+        reader = subprocess.run(
+            [sys.executable, "-c", _READ_ONE_EPOCH, str(tmp_path / "train_0")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        feeder.stop()
+        assert feeder.join(10)
+    assert reader.stdout == "0\n", reader.stderr
+    assert [str(e) for e in errors] == ["listing failed"]
+    assert feeder.stats.error == "listing failed"
 
 
 @pytest.mark.parametrize("key", ["absolute", "../src.bin"])

@@ -151,10 +151,14 @@ class ChannelFeeder:
             delay = min(delay * 2, _MAX_POLL_DELAY)
 
     def _serve(self, fd: int, fifo: Path, epoch: int) -> None:
-        objects = epoch_objects(self.objects, self.channel, epoch, self.host_index, self.host_count)
+        """Streams the epoch into `fd`, which it owns: closed whatever fails, so the reader
+        always sees the end of the epoch rather than waiting on a write end nobody holds."""
         self.stats.epoch = epoch
         self.stats.reading_since = time.monotonic()
         try:
+            objects = epoch_objects(
+                self.objects, self.channel, epoch, self.host_index, self.host_count
+            )
             if self.channel.record_wrapping == "RecordIO":
                 self._send_wrapped(fifo, objects)
             else:
