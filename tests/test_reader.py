@@ -115,6 +115,18 @@ def test_iteration_after_the_end_and_after_close_gives_nothing(tmp_path):
     assert list(reader) == []
 
 
+def test_asking_a_closed_reader_for_other_batches_says_it_is_closed(tmp_path):
+    path = encode([b"x"] * 10, "RecordIO", tmp_path / "data")
+    read_then_closed = RecordReader(path, batch_size=4)
+    assert len(next(read_then_closed.batches())) == 4
+    read_then_closed.close()
+    closed_unread = RecordReader(path, batch_size=4)
+    closed_unread.close()
+    for reader in (read_then_closed, closed_unread):
+        with pytest.raises(ValueError, match=r"data: the reader is closed$"):
+            next(reader.batches(5))
+
+
 def test_creating_a_reader_opens_nothing(tmp_path):
     path = tmp_path / "channel_0"
     os.mkfifo(path)

@@ -58,6 +58,7 @@ class _StreamReader(Generic[_Native]):
         self._path = os.fspath(path)
         self._name = name
         self._skipped_reported = 0
+        self._closed = False
 
     @property
     def path(self) -> str:
@@ -77,6 +78,7 @@ class _StreamReader(Generic[_Native]):
 
     def close(self) -> None:
         """Stops reading and closes the FIFO or file (its writer then sees EPIPE)."""
+        self._closed = True
         self._native.close()
 
     def __enter__(self: _Reader) -> _Reader:
@@ -167,19 +169,26 @@ class RecordReader(_StreamReader[_native.RecordReader]):
         error, because batches already read ahead have the old size.
         """
         if n is not None and n != self._batch_size:
-            if self._native.started:
-                raise ValueError(
-                    f"{self._path}: batches of {self._batch_size} records are already being "
-                    f"read; create the reader with batch_size={n} to read batches of {n}"
-                )
-            self._native = self._new_native(n)
-            self._batch_size = n
+            self._resize_batches(n)
         while True:
             batch = self._native.next_batch()
             self._report_skipped()
             if batch is None:
                 return
             yield batch
+
+    def _resize_batches(self, n: int) -> None:
+        # Checked first: a closed reader that never started would otherwise be rebuilt and
+        # read its source again.
+        if self._closed:
+            raise ValueError(f"{self._path}: the reader is closed")
+        if self._native.started:
+            raise ValueError(
+                f"{self._path}: batches of {self._batch_size} records are already being "
+                f"read; create the reader with batch_size={n} to read batches of {n}"
+            )
+        self._native = self._new_native(n)
+        self._batch_size = n
 
     def __iter__(self) -> Iterator[bytes]:
         for batch in self.batches():
