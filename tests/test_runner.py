@@ -20,7 +20,7 @@ from pipemode.runner.channels import parse_channel_arg, parse_input_data_config
 from pipemode.runner.estimator import Estimator, ShuffleConfig, TrainingFailedError, TrainingInput
 from pipemode.runner.feeder import ChannelFeeder
 from pipemode.runner.job import _file_mode_name, _file_mode_path
-from pipemode.runner.sources import DataObject, LocalObject, S3Object
+from pipemode.runner.sources import DataObject, LocalObject, S3Object, resolve
 from runner_helpers import fifos_under, folder_of_files, recorded, run, script
 
 
@@ -334,6 +334,17 @@ def test_a_feeder_that_fails_before_writing_still_ends_the_epoch(
     assert reader.stdout == "0\n", reader.stderr
     assert [str(e) for e in errors] == ["listing failed"]
     assert feeder.stats.error == "listing failed"
+
+
+def test_local_files_are_listed_in_the_byte_order_of_their_names(tmp_path: Path) -> None:
+    names = [b"B", b"a", b"sub/c", "\u00e9".encode(), b"\xff-not-utf-8", b"z"]
+    for name in names:
+        path = os.path.join(os.fsencode(tmp_path), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb"):
+            pass
+    objects = resolve(Channel("train", str(tmp_path)))
+    assert [os.fsencode(obj.key) for obj in objects] == sorted(names)
 
 
 @pytest.mark.parametrize("key", ["absolute", "../src.bin"])

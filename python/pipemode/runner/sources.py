@@ -125,9 +125,10 @@ def _list_local(path: Path) -> list[DataObject]:
     if not path.is_dir():
         raise JobConfigError(f"source {str(path)!r} is neither a file, a folder nor s3://")
     files = [p for p in path.rglob("*") if p.is_file()]
-    keys = sorted((p.relative_to(path).as_posix(), p) for p in files)
-    # Sort as S3 orders keys: by the UTF-8 bytes of the relative path.
-    keys.sort(key=lambda item: item[0].encode())
+    keys = [(p.relative_to(path).as_posix(), p) for p in files]
+    # As S3 orders keys, by the UTF-8 bytes of the relative path; fsencode gives a name's own
+    # bytes even when they are not UTF-8, where str.encode() would raise.
+    keys.sort(key=lambda item: os.fsencode(item[0]))
     return [LocalObject(p, key) for key, p in keys]
 
 
