@@ -3,8 +3,10 @@
 For epoch N the feeder makes `<channel>_N`, waits for the training script to open it, streams the
 epoch's objects into it and closes it; then makes `<channel>_{N+1}`, for as long as the job runs.
 A reader may stop early: the write then fails with EPIPE, which ends the epoch, as on SageMaker.
-Nothing here blocks shutdown: the wait for a reader polls a stop flag, and a write into a pipe
-whose reader has exited fails at once.
+A feeder stops promptly when asked in the usual cases: the wait for a reader polls a stop flag,
+the flag is checked between writes, and a write into a pipe whose reader has exited fails at
+once. A read from the source that hangs (S3) is not interrupted: the job waits for its feeders
+only for a grace period, then leaves such a feeder's daemon thread behind.
 """
 
 from __future__ import annotations

@@ -148,7 +148,12 @@ class TrainingJob:
         stderr: TextIO | None = None,
         live: bool | None = None,
     ) -> JobResult:
-        """Runs the job to its end and returns what happened; never leaves a FIFO or thread."""
+        """Runs the job to its end and returns what happened.
+
+        The FIFOs and File-mode copies are always removed. The feeder and output threads are
+        waited for at most `_SHUTDOWN_GRACE` seconds in all; any still running then (say, in
+        a read from S3 that hangs) are daemon threads, left behind to end with the process.
+        """
         stdout = stdout or sys.stdout
         stderr = stderr or sys.stderr
         started = time.monotonic()
