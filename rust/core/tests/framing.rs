@@ -178,6 +178,7 @@ fn recordio_splits_on_aligned_magic_only_as_dmlc_does() {
         FramingOptions {
             multipart: Multipart::Concat,
             max_corrupted_records_to_skip: 0,
+            ..FramingOptions::default()
         },
     );
     assert!(error.is_none());
@@ -264,6 +265,7 @@ fn tfrecord_skips_consecutive_bad_data_crcs_up_to_the_limit() {
             FramingOptions {
                 multipart: Multipart::Dmlc,
                 max_corrupted_records_to_skip: max,
+                ..FramingOptions::default()
             },
         )
         .unwrap();
@@ -293,6 +295,7 @@ fn tfrecord_skips_consecutive_bad_data_crcs_up_to_the_limit() {
         FramingOptions {
             multipart: Multipart::Dmlc,
             max_corrupted_records_to_skip: u64::MAX,
+            ..FramingOptions::default()
         },
     );
     assert!(error.unwrap().to_string().contains("length CRC mismatch"));
@@ -345,5 +348,55 @@ fn offsets_point_at_each_record() {
             expected += encode(format, std::slice::from_ref(record)).len() as u64;
         }
         assert_eq!(framer.position(), data.len() as u64);
+    }
+}
+
+#[test]
+fn a_record_longer_than_the_cap_is_an_error_at_its_offset() {
+    let cap = 100;
+    let options = FramingOptions {
+        max_record_bytes: cap,
+        ..FramingOptions::default()
+    };
+    let magic = RECORDIO_MAGIC.to_le_bytes().to_vec();
+    // Parts of 40 bytes, 128 joined: only the join is over the cap.
+    let multipart = [
+        b"x".repeat(40),
+        magic.clone(),
+        b"y".repeat(40),
+        magic,
+        b"z".repeat(40),
+    ];
+    let cases = [
+        (Format::TextLine, b"b".repeat(cap + 1), 21),
+        (Format::TfRecord, b"b".repeat(cap + 1), 36),
+        (Format::RecordIo, b"b".repeat(cap + 1), 28),
+        (Format::RecordIo, multipart.concat(), 28),
+    ];
+    for (format, long, long_at) in cases {
+        let fits = vec![b'a'; 20];
+        let data = encode(format, &[fits.clone(), b"c".repeat(cap), long]);
+        let input = Input::from_read(Box::new(Chunked::new(data, vec![7])), "fifo", 16);
+        let (records, error) = frame_all(input, format, options);
+        assert_eq!(records, [fits, b"c".repeat(cap)], "{format:?}");
+        match error {
+            Some(Error::Corrupt {
+                offset, message, ..
+            }) => {
+                let cap_at = long_at + cap as u64 + format_overhead(format);
+                assert_eq!(offset, cap_at, "{format:?}: {message}");
+                assert!(message.contains("100-byte limit"), "{message}");
+            }
+            other => panic!("{format:?}: expected a Corrupt error, got {other:?}"),
+        }
+    }
+}
+
+/// Framing bytes around a record of `cap` bytes (a multiple of 4): where the next one starts.
+fn format_overhead(format: Format) -> u64 {
+    match format {
+        Format::TextLine => 1,
+        Format::TfRecord => 16,
+        Format::RecordIo => 8,
     }
 }

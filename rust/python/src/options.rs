@@ -31,6 +31,7 @@ impl ReaderArgs<'_> {
             framing: FramingOptions {
                 multipart: self.multipart.parse()?,
                 max_corrupted_records_to_skip: max_skip,
+                ..FramingOptions::default()
             },
             source: SourceOptions {
                 open_timeout: parse_timeout(self.open_timeout)?,

@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let options = FramingOptions {
             multipart,
             max_corrupted_records_to_skip: 0,
+            ..FramingOptions::default()
         };
         common::check(data, Format::RecordIo, options);
     }

@@ -85,12 +85,30 @@ impl FromStr for Multipart {
     }
 }
 
+/// The longest record read by default: 2 GiB, the most a protobuf (a tf.train.Example) can
+/// hold. A record must be whole in memory before it is handed out, so without a cap a TextLine
+/// stream without newlines, endless multipart parts or a TFRecord length field would decide
+/// how much memory the reader takes.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 2 << 30;
+
 /// What a framer needs to know beyond the bytes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct FramingOptions {
     pub multipart: Multipart,
     /// TFRecord only: how many consecutive records with a bad data CRC may be skipped.
     pub max_corrupted_records_to_skip: u64,
+    /// A longer record is an error naming its offset (see [`DEFAULT_MAX_RECORD_BYTES`]).
+    pub max_record_bytes: usize,
+}
+
+impl Default for FramingOptions {
+    fn default() -> Self {
+        FramingOptions {
+            multipart: Multipart::default(),
+            max_corrupted_records_to_skip: 0,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
 }
 
 /// Rejects options that do not apply to `format`, before anything is opened.
@@ -115,12 +133,19 @@ impl Framer {
     pub fn new(input: Input, format: Format, options: FramingOptions) -> Result<Framer> {
         check_options(format, &options)?;
         Ok(match format {
-            Format::RecordIo => Framer::RecordIo(RecordIoFramer::new(input, options.multipart)),
+            Format::RecordIo => Framer::RecordIo(RecordIoFramer::new(
+                input,
+                options.multipart,
+                options.max_record_bytes,
+            )),
             Format::TfRecord => Framer::TfRecord(TfRecordFramer::new(
                 input,
                 options.max_corrupted_records_to_skip,
+                options.max_record_bytes,
             )),
-            Format::TextLine => Framer::TextLine(TextLineFramer::new(input)),
+            Format::TextLine => {
+                Framer::TextLine(TextLineFramer::new(input, options.max_record_bytes))
+            }
         })
     }
 
@@ -158,6 +183,11 @@ impl Framer {
 }
 
 /// A framing error at `offset` of the stream `input` reads.
+/// "record of more than N bytes", for the error of a record over the cap.
+fn too_long(what: &str, max_record_bytes: usize) -> String {
+    format!("{what} longer than the {max_record_bytes}-byte limit on a record")
+}
+
 fn corrupt(input: &Input, format: Format, offset: u64, message: String) -> Error {
     Error::Corrupt {
         path: input.label().to_owned(),

@@ -20,6 +20,7 @@ const LAST: u32 = 3;
 pub struct RecordIoFramer {
     input: Input,
     multipart: Multipart,
+    max_record_bytes: usize,
     /// Where the parts of a multipart record are joined.
     scratch: Vec<u8>,
 }
@@ -32,10 +33,11 @@ struct Part {
 }
 
 impl RecordIoFramer {
-    pub fn new(input: Input, multipart: Multipart) -> Self {
+    pub fn new(input: Input, multipart: Multipart, max_record_bytes: usize) -> Self {
         RecordIoFramer {
             input,
             multipart,
+            max_record_bytes,
             scratch: Vec::new(),
         }
     }
@@ -49,6 +51,7 @@ impl RecordIoFramer {
         let Some(part) = self.read_part(None)? else {
             return Ok(None);
         };
+        self.check_length(part.length, offset)?;
         match part.cflag {
             WHOLE => {
                 let framed = self.input.take(part.framed);
@@ -83,6 +86,8 @@ impl RecordIoFramer {
             };
             match part.cflag {
                 MIDDLE | LAST => {
+                    // Counting the magic word put back between parts, joined or not.
+                    self.check_length(self.scratch.len() + 4 + part.length, record_offset)?;
                     if self.multipart == Multipart::Dmlc {
                         self.scratch
                             .extend_from_slice(&RECORDIO_MAGIC.to_le_bytes());
@@ -103,6 +108,14 @@ impl RecordIoFramer {
                 }
             }
         }
+    }
+
+    fn check_length(&self, length: usize, record_offset: u64) -> Result<()> {
+        if length <= self.max_record_bytes {
+            return Ok(());
+        }
+        let message = super::too_long("a record", self.max_record_bytes);
+        Err(self.corrupt(record_offset, message))
     }
 
     fn append_part(&mut self, part: &Part) {

@@ -1,19 +1,25 @@
 //! TextLine: records end at `\n` (which is dropped); `\r` is kept as data; a final line
-//! without `\n` is a record; a trailing `\n` adds none. Any byte sequence is valid.
+//! without `\n` is a record; a trailing `\n` adds none. Any byte sequence frames, as long as no
+//! line is longer than the record cap.
 
-use super::Record;
+use super::{Format, Record};
 use crate::error::Result;
 use crate::source::Input;
 
 pub struct TextLineFramer {
     input: Input,
+    max_record_bytes: usize,
     /// Bytes of the window already searched for `\n`, so a long line is scanned once.
     scanned: usize,
 }
 
 impl TextLineFramer {
-    pub fn new(input: Input) -> Self {
-        TextLineFramer { input, scanned: 0 }
+    pub fn new(input: Input, max_record_bytes: usize) -> Self {
+        TextLineFramer {
+            input,
+            max_record_bytes,
+            scanned: 0,
+        }
     }
 
     pub fn input(&self) -> &Input {
@@ -24,8 +30,18 @@ impl TextLineFramer {
         let offset = self.input.offset();
         loop {
             let window = self.input.window();
-            if let Some(at) = memchr::memchr(b'\n', &window[self.scanned..]) {
-                let length = self.scanned + at;
+            let newline = memchr::memchr(b'\n', &window[self.scanned..]);
+            let length = newline.map_or(window.len(), |at| self.scanned + at);
+            if length > self.max_record_bytes {
+                let message = super::too_long("a line", self.max_record_bytes);
+                return Err(super::corrupt(
+                    &self.input,
+                    Format::TextLine,
+                    offset,
+                    message,
+                ));
+            }
+            if newline.is_some() {
                 self.scanned = 0;
                 let line = self.input.take(length + 1);
                 return Ok(Some(Record {
@@ -33,12 +49,11 @@ impl TextLineFramer {
                     data: &line[..length],
                 }));
             }
-            self.scanned = window.len();
+            self.scanned = length;
             if self.input.at_eof() {
                 if self.scanned == 0 {
                     return Ok(None);
                 }
-                let length = self.scanned;
                 self.scanned = 0;
                 return Ok(Some(Record {
                     offset,

@@ -18,16 +18,18 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
 pub struct TfRecordFramer {
     input: Input,
     max_skip: u64,
+    max_record_bytes: usize,
     /// Bad data CRCs in a row; reset by a good record (the incumbent's rule).
     consecutive_skipped: u64,
     skipped: u64,
 }
 
 impl TfRecordFramer {
-    pub fn new(input: Input, max_corrupted_records_to_skip: u64) -> Self {
+    pub fn new(input: Input, max_corrupted_records_to_skip: u64, max_record_bytes: usize) -> Self {
         TfRecordFramer {
             input,
             max_skip: max_corrupted_records_to_skip,
+            max_record_bytes,
             consecutive_skipped: 0,
             skipped: 0,
         }
@@ -64,8 +66,12 @@ impl TfRecordFramer {
             let length = u64::from_le_bytes(length_bytes);
             let total = usize::try_from(length)
                 .ok()
-                .and_then(|len| len.checked_add(HEADER_LEN + FOOTER_LEN))
-                .ok_or_else(|| self.corrupt(offset, format!("record length {length} too large")))?;
+                .filter(|&len| len <= self.max_record_bytes)
+                .map(|len| len + HEADER_LEN + FOOTER_LEN)
+                .ok_or_else(|| {
+                    let what = format!("record length {length}:");
+                    self.corrupt(offset, super::too_long(&what, self.max_record_bytes))
+                })?;
             let available = self.input.fill(total)?;
             if available < total {
                 return Err(self.corrupt(
