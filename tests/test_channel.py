@@ -206,12 +206,17 @@ def test_processes_share_the_counter_under_the_lock(pipe_job):
 
 def test_an_unread_epoch_claims_nothing(pipe_job):
     pipe_job.add_channel("train")
-    channel = PipeModeChannel("train", **pipe_job.dirs())
-    epoch = channel.next_epoch()
-    iter(epoch)
-    epoch.batches()
-    assert epoch.epoch is None
+    # A short wait, so that a reader sent to the wrong (never fed) FIFO fails fast.
+    channel = PipeModeChannel("train", open_timeout=5, **pipe_job.dirs())
+    unread = channel.next_epoch()
+    records, batches = iter(unread), unread.batches()
+    del records, batches, unread  # dropped without a read: the epoch stays the channel's
     assert channel.peek_next_epoch() == 0
+    pipe_job.feed("train", 0, _recordio([b"first", b"second"]))
+    epoch = channel.next_epoch()
+    assert list(epoch) == [b"first", b"second"]
+    assert epoch.epoch == (0, pipe_job.pipe_dir / "train_0")
+    assert channel.peek_next_epoch() == 1
 
 
 def _recordio(records: list[bytes]) -> bytes:
