@@ -9,10 +9,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The operating system refused an open, read or write.
-    #[error("{path}: {source}")]
+    /// The operating system refused an open, read or write (mid-stream: at `offset`).
+    #[error("{path}: {source}{}", at_offset(*offset))]
     Io {
         path: String,
+        offset: Option<u64>,
         #[source]
         source: io::Error,
     },
@@ -55,6 +56,7 @@ impl Error {
     pub fn offset(&self) -> Option<u64> {
         match self {
             Error::Corrupt { offset, .. } | Error::Record { offset, .. } => Some(*offset),
+            Error::Io { offset, .. } => *offset,
             _ => None,
         }
     }
@@ -69,6 +71,11 @@ impl Error {
             Error::Config(_) => None,
         }
     }
+}
+
+/// " at byte offset N", for a read that failed mid-stream.
+pub fn at_offset(offset: Option<u64>) -> String {
+    offset.map_or_else(String::new, |offset| format!(" at byte offset {offset}"))
 }
 
 /// A problem with one well-framed record, found by a [`crate::BatchBuilder`]; the reader adds

@@ -202,6 +202,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
             .spawn(move || worker.run(builder))
             .map_err(|source| Error::Io {
                 path: label.clone(),
+                offset: None,
                 source,
             })?;
         self.state = State::Running {
@@ -233,6 +234,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
                 .unwrap_or_default();
             Error::Io {
                 path: label,
+                offset: None,
                 source: std::io::Error::other(format!("reader thread panicked: {message}")),
             }
         })

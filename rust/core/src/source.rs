@@ -73,6 +73,7 @@ impl SourceStats {
 fn cancelled(label: &str) -> Error {
     Error::Io {
         path: label.to_owned(),
+        offset: None,
         source: io::Error::new(io::ErrorKind::Interrupted, "reader closed"),
     }
 }
@@ -80,6 +81,7 @@ fn cancelled(label: &str) -> Error {
 fn io_error(label: &str, source: io::Error) -> Error {
     Error::Io {
         path: label.to_owned(),
+        offset: None,
         source,
     }
 }
@@ -480,7 +482,13 @@ impl Input {
                 Ok(n) => self.end += n,
                 // Retried unless it was the cancel flag that interrupted the wait.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(&self.label, e)),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: self.label.clone(),
+                        offset: Some(self.offset + (self.end - self.start) as u64),
+                        source,
+                    })
+                }
             }
         }
         Ok(self.end - self.start)

@@ -31,6 +31,7 @@ impl RecordWriter {
             .open(path)
             .map_err(|source| Error::Io {
                 path: label.clone(),
+                offset: None,
                 source,
             })?;
         Ok(RecordWriter::new(
@@ -88,6 +89,7 @@ impl<W: Write> RecordWriter<W> {
     fn io_error(&self, source: io::Error) -> Error {
         Error::Io {
             path: self.label.clone(),
+            offset: None,
             source,
         }
     }

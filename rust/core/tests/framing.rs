@@ -400,3 +400,37 @@ fn format_overhead(format: Format) -> u64 {
         Format::RecordIo => 8,
     }
 }
+
+/// Hands out `data`, then fails as a disk would.
+struct FailingAfter(Vec<u8>);
+
+impl std::io::Read for FailingAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0.is_empty() {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0.drain(..n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_read_failing_mid_stream_names_the_offset() {
+    let data = encode(Format::TfRecord, &[b"ok".to_vec()]);
+    let good = data.len() as u64;
+    let mut stream = data.clone();
+    stream.extend_from_slice(&data[..5]); // part of a second record, then the failure
+    let input = Input::from_read(Box::new(FailingAfter(stream)), "disk", 64);
+    let (records, error) = frame_all(input, Format::TfRecord, FramingOptions::default());
+    assert_eq!(records, [b"ok".to_vec()]);
+    let error = error.expect("the read fails");
+    assert_eq!(error.offset(), Some(good + 5));
+    assert!(
+        error
+            .to_string()
+            .ends_with(&format!("at byte offset {}", good + 5)),
+        "{error}"
+    );
+}

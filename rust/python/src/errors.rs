@@ -1,6 +1,7 @@
 //! Core errors as the exception classes of `pipemode.errors`, so Rust and Python raise the very
 //! same classes and `except pipemode.CorruptRecordError` catches both.
 
+use pipemode_core::error::at_offset;
 use pipemode_core::Error;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
@@ -46,21 +47,26 @@ fn build(py: Python<'_>, error: Error) -> PyResult<PyErr> {
             error_class(py, &PIPE_MODE_DATASET_EXCEPTION, "PipeModeDatasetException")?
                 .call1((message,))?
         }
-        Error::Io { path, source } => return Ok(os_error(py, path, source)),
+        Error::Io {
+            path,
+            offset,
+            source,
+        } => return Ok(os_error(py, path, offset, source)),
     };
     Ok(PyErr::from_value(exception))
 }
 
 /// `OSError(errno, strerror, filename)`, which Python turns into the matching subclass
-/// (`FileNotFoundError`, `BrokenPipeError`, ...).
-fn os_error(py: Python<'_>, path: String, source: std::io::Error) -> PyErr {
+/// (`FileNotFoundError`, `BrokenPipeError`, ...); a mid-stream failure's offset ends strerror.
+fn os_error(py: Python<'_>, path: String, offset: Option<u64>, source: std::io::Error) -> PyErr {
+    let at = at_offset(offset);
     let Some(errno) = source.raw_os_error() else {
-        return PyRuntimeError::new_err(format!("{path}: {source}"));
+        return PyRuntimeError::new_err(format!("{path}: {source}{at}"));
     };
     let strerror = py
         .import("os")
         .and_then(|os| os.call_method1("strerror", (errno,)))
         .and_then(|s| s.extract::<String>())
         .unwrap_or_else(|_| source.to_string());
-    PyOSError::new_err((errno, strerror, path))
+    PyOSError::new_err((errno, format!("{strerror}{at}"), path))
 }
