@@ -66,13 +66,15 @@ impl<B: Reusable> Pool<B> {
     }
 
     /// An empty buffer with room for at least `capacity` bytes: the smallest idle one that fits
-    /// (the latest given back of equals), else the largest idle one grown to fit, else a new one. Best fit matters where one pool
-    /// serves columns of very different sizes: a small column taking a large buffer would leave
-    /// the large one to grow, and zero, a small buffer on every block.
+    /// (of equals, the latest given back), else the largest idle one grown to fit, else a new
+    /// one. Best fit matters where one pool serves columns of very different sizes: were a small
+    /// column to take the large buffer, the large column would have to grow a small buffer, and
+    /// zero the new bytes, on every block.
     pub fn take(&self, capacity: usize) -> B {
         let reused = {
             let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            // Latest first, so that of equal buffers the one given back last, still in cache, wins.
+            // Latest first: `min_by_key` keeps the first of equals, so the buffer given back
+            // last, the most likely still in cache, wins ties.
             let sizes = free.iter().map(B::capacity).enumerate().rev();
             let best_fit = sizes
                 .clone()

@@ -14,7 +14,7 @@ use pipemode_core::example::{
 };
 
 use crate::batch::PyRecordBatch;
-use crate::errors::to_pyerr;
+use crate::errors::{self, to_pyerr};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -284,24 +284,7 @@ pub fn decode_examples<'py>(
 
 /// `RecordDecodeError` for a record of an in-memory batch: no stream, so no path or offset.
 fn decode_error(py: Python<'_>, record: usize, message: &str) -> PyErr {
-    let message = format!("record {record}: {message}");
-    exception(
-        py,
-        "RecordDecodeError",
-        (message, py.None(), py.None(), record),
-    )
-}
-
-/// An exception of `pipemode.errors`, built from its constructor's arguments.
-fn exception<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
-    let built = py
-        .import("pipemode.errors")
-        .and_then(|errors| errors.getattr(class))
-        .and_then(|class| class.call1(args));
-    match built {
-        Ok(exception) => PyErr::from_value(exception),
-        Err(error) => error,
-    }
+    errors::record_decode_error(py, format!("record {record}: {message}"), record)
 }
 
 /// A tf.train.Example from `[(name, kind, values)]`: kind "bytes" with a list of `bytes`, or

@@ -56,6 +56,16 @@ fn build(py: Python<'_>, error: Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(exception))
 }
 
+/// `RecordDecodeError` about a record held in memory: no stream, so no path or offset.
+pub fn record_decode_error(py: Python<'_>, message: String, record: usize) -> PyErr {
+    let built = error_class(py, &RECORD_DECODE_ERROR, "RecordDecodeError")
+        .and_then(|class| class.call1((message, py.None(), py.None(), record)));
+    match built {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(failed) => failed,
+    }
+}
+
 /// `OSError(errno, strerror, filename)`, which Python turns into the matching subclass
 /// (`FileNotFoundError`, `BrokenPipeError`, ...); a mid-stream failure's offset ends strerror.
 fn os_error(py: Python<'_>, path: String, offset: Option<u64>, source: std::io::Error) -> PyErr {

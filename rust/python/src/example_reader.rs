@@ -89,8 +89,10 @@ impl PyExampleReader {
         build().map_err(|e| to_pyerr(py, e))
     }
 
-    /// The next block of `batch_size * batches_per_block` decoded records (fewer at the end of
-    /// the stream) as `{name: ndarray}`, or None at the end (and after an error or `close`).
+    /// The next block of decoded records as `{name: ndarray}`: whole batches of `batch_size`,
+    /// up to `batches_per_block` of them, ending early after the batch that reaches the 2 MiB
+    /// block cap or where a `decode_raw` string size changes (the last block of a stream may
+    /// end with a shorter batch). None at the end, and after an error or `close`.
     fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         match self.reader.next_batch(py)? {
             Some(block) => block_to_dict(py, self.spec.get(), block).map(Some),
