@@ -20,7 +20,7 @@ from pipemode.runner.channels import parse_channel_arg, parse_input_data_config
 from pipemode.runner.estimator import Estimator, ShuffleConfig, TrainingFailedError, TrainingInput
 from pipemode.runner.feeder import ChannelFeeder
 from pipemode.runner.job import _file_mode_name, _file_mode_path
-from pipemode.runner.sources import DataObject, LocalObject, S3Object, resolve
+from pipemode.runner.sources import DataObject, LocalObject, S3Object, epoch_objects, resolve
 from runner_helpers import fifos_under, folder_of_files, recorded, run, script
 
 
@@ -189,6 +189,15 @@ def test_shuffle_is_deterministic_for_a_seed_and_differs_across_epochs(tmp_path:
     # Without a seed the order is the key order, every epoch.
     result = run(tmp_path, entry, [Channel("train", str(data))], job_name="d")
     assert recorded(result.job_dir, "order.json") == [names] * 3
+
+
+def test_a_negative_shuffle_seed_shuffles_like_any_other(tmp_path: Path) -> None:
+    objects = [LocalObject(tmp_path / f"f{i}", f"f{i}") for i in range(20)]
+    channel = Channel("train", str(tmp_path), shuffle_seed=-5)
+    first = epoch_objects(objects, channel, 0, 0, 1)
+    assert epoch_objects(objects, channel, 0, 0, 1) == first
+    assert sorted(first, key=lambda o: o.key) == sorted(objects, key=lambda o: o.key)
+    assert first != objects
 
 
 def test_multiple_workers_each_get_a_disjoint_shard(tmp_path: Path) -> None:

@@ -198,7 +198,8 @@ def epoch_objects(
     """
     order = list(objects)
     if channel.shuffle_seed is not None:
-        rng = np.random.default_rng([channel.shuffle_seed, epoch])
+        # ShuffleConfig's Seed is any 64-bit integer; numpy seeds only with non-negative ones.
+        rng = np.random.default_rng([channel.shuffle_seed % (1 << 64), epoch])
         order = [order[i] for i in rng.permutation(len(order))]
     if channel.distribution == "ShardedByS3Key" and host_count > 1:
         order = order[host_index::host_count]
