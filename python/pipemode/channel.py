@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipemode._native import ExampleSpec
-from pipemode.decode import DenseReader
+from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, DenseReader
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import (
     DEFAULT_BATCH_SIZE,
@@ -179,7 +179,11 @@ class PipeModeChannel:
         )
 
     def open_dense_reader(
-        self, epoch: Epoch, features: Any, decode_raw: Any = None, batch_size: int = 64
+        self,
+        epoch: Epoch,
+        features: Any,
+        decode_raw: Any = None,
+        batch_size: int = DEFAULT_DENSE_BATCH_SIZE,
     ) -> DenseReader:
         """A `DenseReader` (Examples decoded into numpy batches) over a claimed epoch's FIFO."""
         return DenseReader(

@@ -35,6 +35,9 @@ __all__ = [
     "feature_columns",
 ]
 
+# Rows per dense batch unless asked otherwise: the tutorial's batch(64).
+DEFAULT_DENSE_BATCH_SIZE = 64
+
 _KINDS = {"int64": "int64", "float32": "float32", "string": "string", "bytes": "string"}
 _UNSUPPORTED = ("VarLenFeature", "SparseFeature", "RaggedFeature", "FixedLenSequenceFeature")
 _SUPPORTED = (
@@ -264,7 +267,7 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
         *,
         features: Mapping[str, Any] | _native.ExampleSpec,
         decode_raw: Mapping[str, Any] | None = None,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_DENSE_BATCH_SIZE,
         batches_per_block: int = 16,
         max_corrupted_records_to_skip: int = 0,
         multipart: str = "dmlc",

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from pipemode._native import ExampleSpec
 from pipemode.channel import PipeModeChannel
-from pipemode.decode import FeatureColumn, feature_columns
+from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, FeatureColumn, feature_columns
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, RecordBatch
 
@@ -83,7 +83,7 @@ class PipeModeDataset(tf.data.Dataset):
         *,
         features: Mapping[str, Any] | None = None,
         decode_raw: Mapping[str, Any] | None = None,
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_DENSE_BATCH_SIZE,
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         multipart: str = "dmlc",
     ) -> None:
