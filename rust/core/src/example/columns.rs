@@ -483,18 +483,7 @@ impl ColumnBuilder {
         value: Option<&[u8]>,
         pool: &BufferPool,
     ) -> Result<(), RecordError> {
-        let list = match value {
-            None => FeatureList::Absent,
-            Some(bytes) => FeatureList::parse(bytes).map_err(|e| {
-                record_error(
-                    feature,
-                    format!(
-                        "its Feature holds no known value list (first byte 0x{:02x})",
-                        e.0
-                    ),
-                )
-            })?,
-        };
+        let list = value_list(feature, value)?;
         match (self, feature.kind) {
             (
                 ColumnBuilder::Numeric {
@@ -502,52 +491,11 @@ impl ColumnBuilder {
                     row_bytes,
                     default,
                 },
-                kind,
-            ) => {
-                // The row is made only for a list that can fill it: values take at least a byte
-                // each on the wire, so a shorter list is a count error, reported without first
-                // growing the column to a row that a huge shape makes terabytes long.
-                let can_fill = match list {
-                    FeatureList::Absent => default.is_some(),
-                    FeatureList::Int64(body) | FeatureList::Float(body) => {
-                        *row_bytes <= body.len().saturating_mul(8)
-                    }
-                    FeatureList::Bytes(_) => false,
-                };
-                let out: &mut [u8] = if can_fill {
-                    data.set_len((row + 1) * *row_bytes);
-                    data.slice_mut(row * *row_bytes, *row_bytes)
-                } else {
-                    &mut []
-                };
-                match (list, kind) {
-                    (FeatureList::Absent, _) => match default {
-                        Some(default) => out.copy_from_slice(default),
-                        None => return Err(missing(feature)),
-                    },
-                    (FeatureList::Int64(body), FeatureKind::Int64) => {
-                        write_int64s(feature, body, out)?;
-                    }
-                    (FeatureList::Float(body), FeatureKind::Float32) => {
-                        write_floats(feature, body, out)?;
-                    }
-                    (other, _) => return Err(wrong_kind(feature, other)),
-                }
-                Ok(())
+                _,
+            ) => write_numeric(feature, list, data, row, *row_bytes, default.as_deref()),
+            (ColumnBuilder::Bytes { data, ends, .. }, _) => {
+                push_strings(feature, strings(feature, list)?, data, ends)
             }
-            (ColumnBuilder::Bytes { data, ends, .. }, _) => match list {
-                FeatureList::Absent => match &feature.default {
-                    Some(DefaultValue::Bytes(values)) => {
-                        push_strings(feature, values.iter().map(|v| Ok(v.as_slice())), data, ends)
-                    }
-                    _ => Err(missing(feature)),
-                },
-                FeatureList::Bytes(body) => match wire::parse_bytes(body) {
-                    Ok(values) => push_strings(feature, values, data, ends),
-                    Err(BadList) => Err(unparsable(feature)),
-                },
-                other => Err(wrong_kind(feature, other)),
-            },
             (ColumnBuilder::Raw { data, width, block }, FeatureKind::Raw { item_size }) => {
                 let mut raw = RawRow {
                     feature,
@@ -558,19 +506,7 @@ impl ColumnBuilder {
                     row,
                     pool,
                 };
-                match list {
-                    FeatureList::Absent => match &feature.default {
-                        Some(DefaultValue::Bytes(values)) => {
-                            raw.write(values.iter().map(|v| Ok(v.as_slice())))
-                        }
-                        _ => Err(missing(feature)),
-                    },
-                    FeatureList::Bytes(body) => match wire::parse_bytes(body) {
-                        Ok(values) => raw.write(values),
-                        Err(BadList) => Err(unparsable(feature)),
-                    },
-                    other => Err(wrong_kind(feature, other)),
-                }
+                raw.write(strings(feature, list)?)
             }
             (ColumnBuilder::Raw { .. }, _) => unreachable!("a raw column for a non-raw feature"),
         }
@@ -592,6 +528,96 @@ impl ColumnBuilder {
                 Column::Numeric { data, row_shape }
             }
         }
+    }
+}
+
+fn value_list<'v>(
+    feature: &FeatureSpec,
+    value: Option<&'v [u8]>,
+) -> Result<FeatureList<'v>, RecordError> {
+    let Some(bytes) = value else {
+        return Ok(FeatureList::Absent);
+    };
+    FeatureList::parse(bytes).map_err(|e| {
+        let message = format!(
+            "its Feature holds no known value list (first byte 0x{:02x})",
+            e.0
+        );
+        record_error(feature, message)
+    })
+}
+
+/// Writes row `row` of an int64 or float32 column: the list's values, or the default row.
+fn write_numeric(
+    feature: &FeatureSpec,
+    list: FeatureList<'_>,
+    data: &mut AlignedBuf,
+    row: usize,
+    row_bytes: usize,
+    default: Option<&[u8]>,
+) -> Result<(), RecordError> {
+    // The row is made only for a list that can fill it: values take at least a byte each on
+    // the wire, so a shorter list is a count error, reported without first growing the column
+    // to a row that a huge shape makes terabytes long.
+    let can_fill = match list {
+        FeatureList::Absent => default.is_some(),
+        FeatureList::Int64(body) | FeatureList::Float(body) => {
+            row_bytes <= body.len().saturating_mul(8)
+        }
+        FeatureList::Bytes(_) => false,
+    };
+    let out: &mut [u8] = if can_fill {
+        data.set_len((row + 1) * row_bytes);
+        data.slice_mut(row * row_bytes, row_bytes)
+    } else {
+        &mut []
+    };
+    match (list, feature.kind) {
+        (FeatureList::Absent, _) => match default {
+            Some(default) => {
+                out.copy_from_slice(default);
+                Ok(())
+            }
+            None => Err(missing(feature)),
+        },
+        (FeatureList::Int64(body), FeatureKind::Int64) => write_int64s(feature, body, out),
+        (FeatureList::Float(body), FeatureKind::Float32) => write_floats(feature, body, out),
+        (other, _) => Err(wrong_kind(feature, other)),
+    }
+}
+
+/// The strings of a bytes feature's row: its list on the wire, else its default. An enum
+/// rather than a boxed iterator: this runs for every record.
+enum Strings<'a> {
+    Default(std::slice::Iter<'a, Vec<u8>>),
+    Wire(wire::BytesValues<'a>),
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = Result<&'a [u8], BadList>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Strings::Default(values) => values.next().map(|v| Ok(v.as_slice())),
+            Strings::Wire(values) => values.next(),
+        }
+    }
+}
+
+fn strings<'a>(
+    feature: &'a FeatureSpec,
+    list: FeatureList<'a>,
+) -> Result<Strings<'a>, RecordError> {
+    match list {
+        FeatureList::Absent => match &feature.default {
+            Some(DefaultValue::Bytes(values)) => Ok(Strings::Default(values.iter())),
+            _ => Err(missing(feature)),
+        },
+        FeatureList::Bytes(body) => wire::parse_bytes(body)
+            .map(Strings::Wire)
+            .map_err(|BadList| unparsable(feature)),
+        other => Err(wrong_kind(feature, other)),
     }
 }
 
