@@ -1,4 +1,4 @@
-"""pipemode: SageMaker Pipe Mode on any TensorFlow 2.x, without TensorFlow, and on one machine.
+"""pipemode: SageMaker Pipe Mode on any TensorFlow from 2.13, without TensorFlow, on one machine.
 
 The reader, writer, dense Example decoder and runner import without TensorFlow;
 `pipemode.PipeModeDataset` imports it on first use.

@@ -1,4 +1,4 @@
-"""PipeModeDataset: a drop-in for `sagemaker_tensorflow.PipeModeDataset` on any TensorFlow 2.x.
+"""PipeModeDataset: a drop-in for `sagemaker_tensorflow.PipeModeDataset` on TensorFlow 2.13+.
 
 Replace `from sagemaker_tensorflow import PipeModeDataset` with
 `from pipemode import PipeModeDataset` and the rest of a training script keeps working.
