@@ -553,6 +553,69 @@ mod tests {
         assert!(buffer_len(&input) <= 4 * 100_000, "{}", buffer_len(&input));
     }
 
+    /// Resident kilobytes of this process's mappings of `path`, from /proc/self/smaps.
+    fn resident_kb(path: &Path) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut in_mapping = false;
+        let mut kb = 0;
+        for line in smaps.lines() {
+            // A mapping starts with its address range, "start-end" in hex; its path ends it.
+            let first = line.split_whitespace().next().unwrap_or("");
+            let range = first.split('-').map(|a| u64::from_str_radix(a, 16));
+            if first.contains('-') && range.clone().all(|a| a.is_ok()) {
+                in_mapping = line.ends_with(name);
+                continue;
+            }
+            if in_mapping {
+                if let Some(rest) = line.strip_prefix("Rss:") {
+                    kb += rest
+                        .trim()
+                        .trim_end_matches(" kB")
+                        .parse::<usize>()
+                        .unwrap();
+                }
+            }
+        }
+        kb
+    }
+
+    #[test]
+    fn a_mapped_file_stays_a_sliding_window_past_records_longer_than_it() {
+        const MIB: usize = 1 << 20;
+        let record = 40 * MIB; // longer than the 32 MiB window
+        let path = std::env::temp_dir().join(format!("pipemode-window-{}", std::process::id()));
+        {
+            let mut file = File::create(&path).unwrap();
+            let chunk = vec![1u8; 8 * MIB];
+            for _ in 0..(8 * record / chunk.len()) {
+                io::Write::write_all(&mut file, &chunk).unwrap();
+            }
+        }
+        let options = SourceOptions::default();
+        let mut input = open(&path, "test", &options, Arc::default(), Arc::default()).unwrap();
+        let mut touched = 0u64;
+        while input.fill(record).unwrap() >= record {
+            // Read every page, as a batch copying the record would.
+            touched += input
+                .take(record)
+                .iter()
+                .step_by(4096)
+                .map(|&b| b as u64)
+                .sum::<u64>();
+        }
+        let resident = resident_kb(&path) * 1024;
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(touched, (8 * record / 4096) as u64);
+        // The last record, half a window behind it and the window ahead; before, each record
+        // past the first left 8 MiB between two released stretches: 56 MiB more.
+        assert!(
+            resident < 2 * record + 16 * MIB,
+            "{} MiB resident",
+            resident / MIB
+        );
+    }
+
     #[test]
     fn large_records_grow_the_buffer_to_hold_several() {
         let record = 10_000;
