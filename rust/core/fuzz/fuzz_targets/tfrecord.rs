@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let options = FramingOptions {
             multipart: Multipart::Dmlc,
             max_corrupted_records_to_skip,
+            ..FramingOptions::default()
         };
         common::check(data, Format::TfRecord, options);
     }
