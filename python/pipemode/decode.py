@@ -23,7 +23,14 @@ import numpy as np
 
 from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, RecordBatch, _StreamReader
+from pipemode.reader import (
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PREFETCH,
+    PathLike,
+    RecordBatch,
+    _StreamReader,
+)
 
 __all__ = [
     "DenseReader",
@@ -273,8 +280,8 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
         multipart: str = "dmlc",
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         name: str | None = None,
-        buffer_size: int = 1 << 20,
-        prefetch: int = 4,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         super().__init__(path, name)
         # Built now so that a bad spec or option fails here; the reader opens nothing yet.
@@ -303,12 +310,7 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
     def blocks(self) -> Iterator[Columns]:
         """Yields blocks of whole batches, up to ``batch_size * batches_per_block`` rows and
         ending after the batch that brings a block to 2 MiB (the last may be smaller)."""
-        while True:
-            block = self._native.next_block()
-            self._report_skipped()
-            if block is None:
-                return
-            yield block
+        return self._drain(self._native.next_block)
 
     def __iter__(self) -> Iterator[Columns]:
         size = self.batch_size

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar, Union
 
@@ -33,6 +33,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_MAX_BATCH_BYTES = 16 << 20
+# The read buffer (and the FIFO's pipe size asked for), and how many batches the reader thread
+# may hold ready ahead of the consumer.
+DEFAULT_BUFFER_SIZE = 1 << 20
+DEFAULT_PREFETCH = 4
 
 # How long a reader waits for its FIFO to appear and for its writer to open the other end.
 # The incumbent meant 120 s (and really waited about two hours); a bounded wait is the point.
@@ -42,6 +46,7 @@ DEFAULT_OPEN_TIMEOUT = 120.0
 # The native readers, which share their counters (`_native._ReaderCounters`) and `close`.
 _Native = TypeVar("_Native", _native.RecordReader, _native.ExampleReader)
 _Reader = TypeVar("_Reader", bound="_StreamReader[Any]")
+_Item = TypeVar("_Item")
 
 
 class _StreamReader(Generic[_Native]):
@@ -63,6 +68,16 @@ class _StreamReader(Generic[_Native]):
     @property
     def path(self) -> str:
         return self._path
+
+    def _drain(self, next_item: Callable[[], _Item | None]) -> Iterator[_Item]:
+        """Yields what `next_item` returns until None, warning about skipped records as they
+        are counted."""
+        while True:
+            item = next_item()
+            self._report_skipped()
+            if item is None:
+                return
+            yield item
 
     def _report_skipped(self) -> None:
         skipped = self._native.records_skipped
@@ -141,8 +156,8 @@ class RecordReader(_StreamReader[_native.RecordReader]):
         name: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-        buffer_size: int = 1 << 20,
-        prefetch: int = 4,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         super().__init__(path, name)
         self._options: dict[str, Any] = {
@@ -170,12 +185,7 @@ class RecordReader(_StreamReader[_native.RecordReader]):
         """
         if n is not None and n != self._batch_size:
             self._resize_batches(n)
-        while True:
-            batch = self._native.next_batch()
-            self._report_skipped()
-            if batch is None:
-                return
-            yield batch
+        yield from self._drain(self._native.next_batch)
 
     def _resize_batches(self, n: int) -> None:
         # Checked first: a closed reader that never started would otherwise be rebuilt and
