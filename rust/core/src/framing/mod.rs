@@ -183,7 +183,7 @@ impl Framer {
 }
 
 /// A framing error at `offset` of the stream `input` reads.
-/// "record of more than N bytes", for the error of a record over the cap.
+/// The message for a record over the cap: "{what} longer than the N-byte limit on a record".
 fn too_long(what: &str, max_record_bytes: usize) -> String {
     format!("{what} longer than the {max_record_bytes}-byte limit on a record")
 }
