@@ -6,6 +6,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,57 @@ def test_garbage_counter_is_a_clear_error(pipe_job):
     channel.state_file.write_text("seven")
     with pytest.raises(PipeModeDatasetException, match=r"\.train-pipe_mode-state holds 'seven'"):
         channel.claim_next_epoch()
+
+
+@pytest.mark.parametrize(
+    ("held", "shown"),
+    # Bytes that are not ASCII are shown escaped.
+    [(b"-3", "'-3'"), (b"\xff\xfe\x00", repr("\\xff\\xfe\x00")), (b"", "''"), (b" 3", "' 3'")],
+)
+def test_counter_that_is_not_a_decimal_index_is_a_clear_error(pipe_job, held, shown):
+    pipe_job.add_channel("train")
+    channel = PipeModeChannel("train", **pipe_job.dirs())
+    channel.state_file.write_bytes(held)
+    with pytest.raises(PipeModeDatasetException) as raised:
+        channel.claim_next_epoch()
+    assert f"{channel.state_file} holds {shown}, not an epoch index" in str(raised.value)
+
+
+KILLED_CLAIMER = """
+import sys
+from pipemode.channel import PipeModeChannel
+state_dir, pipe_dir, config_dir = sys.argv[1:]
+channel = PipeModeChannel("train", state_dir=state_dir, pipe_dir=pipe_dir, config_dir=config_dir)
+print("claiming", flush=True)
+while True:
+    channel.claim_next_epoch()
+"""
+
+
+def test_a_process_killed_while_it_claims_leaves_a_whole_counter(pipe_job):
+    # SIGKILL lands at a random point of a tight claim loop; with the count written in place
+    # (truncate, then write) about two kills in three emptied the file for good.
+    pipe_job.add_channel("train")
+    channel = PipeModeChannel("train", **pipe_job.dirs())
+    dirs = pipe_job.dirs()
+    args = [dirs["state_dir"], dirs["pipe_dir"], dirs["config_dir"]]
+    last = 0
+    for kill in range(12):
+        claimer = subprocess.Popen(
+            [sys.executable, "-c", KILLED_CLAIMER, *args], stdout=subprocess.PIPE
+        )
+        try:
+            assert claimer.stdout is not None
+            assert claimer.stdout.readline() == b"claiming\n"
+            time.sleep(0.002 * kill)
+        finally:
+            claimer.kill()
+            claimer.wait(timeout=10)
+            claimer.stdout.close()
+        now = channel.peek_next_epoch()
+        assert now >= last
+        last = now
+    assert channel.claim_next_epoch().number == last
 
 
 CLAIMER = """

