@@ -26,9 +26,13 @@ __all__ = [
 # --- The counters both readers share ---
 
 @disjoint_base
-class _ReaderCounters:
-    """The base of RecordReader and ExampleReader: their reader thread's counters."""
+class _ReaderBase:
+    """The base of RecordReader and ExampleReader: closing, waiting, their thread's counters."""
 
+    def close(self) -> None: ...
+    def wait_ready(self, timeout: float) -> bool: ...
+    @property
+    def started(self) -> bool: ...
     @property
     def records_read(self) -> int: ...
     @property
@@ -62,7 +66,7 @@ def decode_examples(records: Any, spec: ExampleSpec) -> dict[str, np.ndarray[Any
 def encode_example(features: Sequence[tuple[bytes, str, Any]]) -> bytes: ...
 
 @final
-class ExampleReader(_ReaderCounters):
+class ExampleReader(_ReaderBase):
     """Records of a FIFO or file decoded into dense blocks on the reader thread."""
 
     def __new__(
@@ -81,15 +85,12 @@ class ExampleReader(_ReaderCounters):
         prefetch: int = 4,
     ) -> ExampleReader: ...
     def next_block(self) -> dict[str, np.ndarray[Any, Any]] | None: ...
-    def close(self) -> None: ...
     @property
     def spec(self) -> ExampleSpec: ...
     @property
     def batch_size(self) -> int: ...
     @property
     def batches_per_block(self) -> int: ...
-    @property
-    def started(self) -> bool: ...
 
 # --- reader: RecordBatch, RecordReader, RecordWriter ---
 
@@ -111,7 +112,7 @@ class RecordBatch:
     def to_list(self) -> list[bytes]: ...
 
 @final
-class RecordReader(_ReaderCounters):
+class RecordReader(_ReaderBase):
     def __new__(
         cls,
         path: _Path,
@@ -127,9 +128,6 @@ class RecordReader(_ReaderCounters):
         max_batch_bytes: int = ...,  # 16 MiB
     ) -> RecordReader: ...
     def next_batch(self) -> RecordBatch | None: ...
-    def close(self) -> None: ...
-    @property
-    def started(self) -> bool: ...
     @property
     def path(self) -> str: ...
     @property

@@ -27,14 +27,8 @@ from typing import Any, NamedTuple
 from pipemode._native import ExampleSpec
 from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, DenseReader
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_OPEN_TIMEOUT,
-    PathLike,
-    RecordBatch,
-    RecordReader,
-)
+from pipemode.reader import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_BYTES, RecordBatch, RecordReader
+from pipemode.reader_base import DEFAULT_OPEN_TIMEOUT, PathLike, raise_if_exiting
 
 __all__ = [
     "DEFAULT_OPEN_TIMEOUT",
@@ -154,6 +148,7 @@ class PipeModeChannel:
 
     def claim_next_epoch(self) -> Epoch:
         """Takes the next epoch for this reader alone and moves the shared counter past it."""
+        raise_if_exiting()  # an epoch claimed while the interpreter exits would never be read
         with self._locked():
             index = self._read_counter()
             self._write_counter(index + 1)

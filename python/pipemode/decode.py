@@ -23,13 +23,12 @@ import numpy as np
 
 from pipemode import _native
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import (
+from pipemode.reader_base import (
     DEFAULT_BUFFER_SIZE,
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_PREFETCH,
     PathLike,
-    RecordBatch,
-    _StreamReader,
+    StreamReader,
 )
 
 __all__ = [
@@ -196,7 +195,7 @@ def decode_examples(
     `RecordDecodeError` naming the record and feature at the first record that does not decode.
     """
     spec = example_spec(features, decode_raw)
-    if not isinstance(records, (RecordBatch, list, tuple)):
+    if not isinstance(records, (_native.RecordBatch, list, tuple)):
         records = list(records)
     return _native.decode_examples(records, spec)
 
@@ -250,7 +249,7 @@ def _iterable(value: Any) -> Iterable[Any]:
 Columns = dict[str, np.ndarray]
 
 
-class DenseReader(_StreamReader[_native.ExampleReader]):
+class DenseReader(StreamReader[_native.ExampleReader]):
     """Reads a FIFO or file of tf.train.Example records as dense numpy batches.
 
     ``for batch in reader`` yields ``{name: ndarray[batch_size, *shape]}`` per batch (the last
@@ -283,7 +282,7 @@ class DenseReader(_StreamReader[_native.ExampleReader]):
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
-        super().__init__(path, name)
+        super().__init__(path, name, open_timeout)
         # Built now so that a bad spec or option fails here; the reader opens nothing yet.
         self._native = _native.ExampleReader(
             self._path,

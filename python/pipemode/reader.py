@@ -8,14 +8,20 @@ so creating a reader over a Pipe Mode FIFO neither blocks nor claims the FIFO.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar, Union
+from typing import Any
 
 from pipemode import _native
 from pipemode._native import RecordBatch
+from pipemode.reader_base import (
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_PREFETCH,
+    PathLike,
+    StreamReader,
+)
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -27,111 +33,11 @@ __all__ = [
     "RecordWriter",
 ]
 
-logger = logging.getLogger("pipemode")
-
-PathLike = Union[str, "os.PathLike[str]"]
-
 DEFAULT_BATCH_SIZE = 1024
 DEFAULT_MAX_BATCH_BYTES = 16 << 20
-# The read buffer (and the FIFO's pipe size asked for), and how many batches the reader thread
-# may hold ready ahead of the consumer.
-DEFAULT_BUFFER_SIZE = 1 << 20
-DEFAULT_PREFETCH = 4
-
-# How long a reader waits for its FIFO to appear and for its writer to open the other end.
-# The incumbent meant 120 s (and really waited about two hours); a bounded wait is the point.
-DEFAULT_OPEN_TIMEOUT = 120.0
 
 
-# The native readers, which share their counters (`_native._ReaderCounters`) and `close`.
-_Native = TypeVar("_Native", _native.RecordReader, _native.ExampleReader)
-_Reader = TypeVar("_Reader", bound="_StreamReader[Any]")
-_Item = TypeVar("_Item")
-
-
-class _StreamReader(Generic[_Native]):
-    """What every reader over a native reader thread shares: the path, closing, the context
-    manager, the warning about skipped records, and the counters.
-
-    Subclasses set ``_native`` to their native reader, built at once so that bad arguments fail
-    there, yet opening nothing until the first read.
-    """
-
-    _native: _Native
-
-    def __init__(self, path: PathLike, name: str | None) -> None:
-        self._path = os.fspath(path)
-        self._name = name
-        self._skipped_reported = 0
-        self._closed = False
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def _drain(self, next_item: Callable[[], _Item | None]) -> Iterator[_Item]:
-        """Yields what `next_item` returns until None, warning about skipped records as they
-        are counted."""
-        while True:
-            item = next_item()
-            self._report_skipped()
-            if item is None:
-                return
-            yield item
-
-    def _report_skipped(self) -> None:
-        skipped = self._native.records_skipped
-        if skipped > self._skipped_reported:
-            label = f"{self._name} {self._path}" if self._name else self._path
-            logger.warning(
-                "%s: skipped %d corrupt TFRecord record(s) with a bad data CRC (%d in total)",
-                label,
-                skipped - self._skipped_reported,
-                skipped,
-            )
-            self._skipped_reported = skipped
-
-    def close(self) -> None:
-        """Stops reading and closes the FIFO or file (its writer then sees EPIPE)."""
-        self._closed = True
-        self._native.close()
-
-    def __enter__(self: _Reader) -> _Reader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # Counters, for throughput and stall diagnosis.
-    @property
-    def records_read(self) -> int:
-        return self._native.records_read
-
-    @property
-    def bytes_read(self) -> int:
-        return self._native.bytes_read
-
-    @property
-    def records_skipped(self) -> int:
-        return self._native.records_skipped
-
-    @property
-    def pipe_wait_seconds(self) -> float:
-        """Seconds the reader thread waited for the path, the FIFO's writer or its data."""
-        return self._native.pipe_wait_seconds
-
-    @property
-    def consumer_wait_seconds(self) -> float:
-        """Seconds the reader thread waited for the consumer to take what it had read."""
-        return self._native.consumer_wait_seconds
-
-
-class RecordReader(_StreamReader[_native.RecordReader]):
+class RecordReader(StreamReader[_native.RecordReader]):
     """Reads the records of one FIFO or file, in order, each exactly once.
 
     ``for record in reader`` yields each record as ``bytes``; ``reader.batches(n)`` yields
@@ -159,7 +65,7 @@ class RecordReader(_StreamReader[_native.RecordReader]):
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
-        super().__init__(path, name)
+        super().__init__(path, name, open_timeout)
         self._options: dict[str, Any] = {
             "record_format": record_format,
             "max_corrupted_records_to_skip": max_corrupted_records_to_skip,

@@ -14,6 +14,9 @@ several batches cross at once and are split into `batch_size` batches inside TF.
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import gc
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,7 +29,8 @@ from pipemode._native import ExampleSpec
 from pipemode.channel import PipeModeChannel
 from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, FeatureColumn, feature_columns
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import DEFAULT_OPEN_TIMEOUT, PathLike, RecordBatch
+from pipemode.reader import RecordBatch
+from pipemode.reader_base import DEFAULT_OPEN_TIMEOUT, PathLike, stop_readers_at_exit
 
 __all__ = ["PipeModeDataset"]
 
@@ -131,6 +135,7 @@ class PipeModeDataset(tf.data.Dataset):
 
 def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.data.Dataset:
     def generate() -> Iterator[RawBatchTensors]:
+        _exit.pipelines_started = True
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
         epoch = channel.claim_next_epoch()
         reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
@@ -186,6 +191,7 @@ def _dense_batches(
     channel.check_reader_options(batch_size, spec)
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
+        _exit.pipelines_started = True
         epoch = channel.claim_next_epoch()
         reader = channel.open_dense_reader(epoch, spec, batch_size=batch_size)
         try:
@@ -280,3 +286,32 @@ def _meter_factory(benchmark: bool, interval: int) -> Callable[[str], Any]:
     if not benchmark and interval <= 0:
         return lambda name: _NoMeter()
     return lambda name: _Meter(name, interval, report_at_end=benchmark)
+
+
+class _Exit:
+    """Why a process that read a PipeModeDataset keeps TF's live iterators at exit.
+
+    tf.data keeps pulling from `from_generator` on its own threads (prefetch, parallel map)
+    after the script stops consuming, for instance after an error under `repeat()`. Each pull
+    is a call into Python. Once the interpreter finalizes, a thread that asks for the GIL is
+    stopped for good, and the finalizer then destroys the iterator, whose destructor waits for
+    that thread: the process never exits. When pulls stop cannot be known from here (a busy
+    `map` comes back for more after any delay). So at exit, after every reader is closed and no
+    new epoch can start, the live iterators are kept alive: never destroyed, they wait for no
+    thread, and the operating system reclaims them with the process.
+    """
+
+    pipelines_started = False
+
+    @classmethod
+    def keep_iterators(cls) -> None:
+        if not cls.pipelines_started:
+            return
+        stop_readers_at_exit()
+        for obj in gc.get_objects():
+            if isinstance(obj, tf.data.Iterator):
+                ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+_exit = _Exit
+atexit.register(_Exit.keep_iterators)

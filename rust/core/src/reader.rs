@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvError, RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
@@ -113,6 +113,8 @@ enum State<B: BatchBuilder> {
     },
     Running {
         batches: Receiver<Result<B::Batch>>,
+        /// What [`PrefetchReader::wait_ready`] received ahead of `next_batch`.
+        ready: Option<Result<B::Batch>>,
         thread: JoinHandle<()>,
         /// How errors name the stream, for a panic of the thread too.
         label: String,
@@ -141,16 +143,52 @@ impl<B: BatchBuilder> PrefetchReader<B> {
         if matches!(self.state, State::Idle { .. }) {
             self.start()?;
         }
-        let State::Running { batches, .. } = &self.state else {
+        let State::Running { batches, ready, .. } = &mut self.state else {
             return Ok(None);
         };
-        match batches.recv() {
+        let message = match ready.take() {
+            Some(message) => Ok(message),
+            None => batches.recv(),
+        };
+        self.deliver(message)
+    }
+
+    /// Waits up to `timeout` for the next batch, the end of the stream or its error, and keeps
+    /// it for `next_batch`: true when `next_batch` will then return at once. Lets a caller
+    /// that must not block for long (one holding an interpreter, one that reports a long wait)
+    /// wait in slices. Starts the reader thread like `next_batch`.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<bool> {
+        if matches!(self.state, State::Idle { .. }) {
+            self.start()?;
+        }
+        let State::Running { batches, ready, .. } = &mut self.state else {
+            return Ok(true);
+        };
+        if ready.is_some() {
+            return Ok(true);
+        }
+        match batches.recv_timeout(timeout) {
+            Ok(message) => {
+                *ready = Some(message);
+                Ok(true)
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(false),
+            // The thread ended: `next_batch` will say how, at once.
+            Err(RecvTimeoutError::Disconnected) => Ok(true),
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        message: std::result::Result<Result<B::Batch>, RecvError>,
+    ) -> Result<Option<B::Batch>> {
+        match message {
             Ok(Ok(batch)) => Ok(Some(batch)),
             Ok(Err(error)) => {
                 self.finish()?;
                 Err(error)
             }
-            Err(_) => {
+            Err(RecvError) => {
                 // The thread ended: the stream is done, the reader was cancelled, or it panicked.
                 self.finish()?;
                 Ok(None)
@@ -207,6 +245,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
             })?;
         self.state = State::Running {
             batches,
+            ready: None,
             thread,
             label,
         };
@@ -220,6 +259,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
             batches,
             thread,
             label,
+            ..
         } = std::mem::replace(&mut self.state, State::Finished)
         else {
             return Ok(());

@@ -13,11 +13,11 @@ use pyo3::types::PyDict;
 use crate::decoder::{block_to_dict, PyExampleSpec};
 use crate::errors::to_pyerr;
 use crate::options::{positive, ReaderArgs};
-use crate::reader_base::{PyReaderCounters, SharedReader};
+use crate::reader_base::{PyReaderBase, SharedReader};
 
-#[pyclass(name = "ExampleReader", module = "pipemode._native", extends = PyReaderCounters, frozen)]
+#[pyclass(name = "ExampleReader", module = "pipemode._native", extends = PyReaderBase, frozen)]
 pub struct PyExampleReader {
-    reader: SharedReader<DenseBlockBuilder>,
+    reader: Arc<SharedReader<DenseBlockBuilder>>,
     spec: Py<PyExampleSpec>,
     batch_size: usize,
     batches_per_block: usize,
@@ -76,9 +76,9 @@ impl PyExampleReader {
                 .with_batch_size(batch_size)
                 .with_max_block_bytes(DEFAULT_MAX_BLOCK_BYTES);
             let reader = PrefetchReader::new(path, options, builder)?;
-            let (reader, counters) = SharedReader::new(reader);
+            let (reader, base) = SharedReader::new(reader);
             Ok(
-                PyClassInitializer::from(counters).add_subclass(PyExampleReader {
+                PyClassInitializer::from(base).add_subclass(PyExampleReader {
                     reader,
                     spec: spec.clone().unbind(),
                     batch_size,
@@ -100,11 +100,6 @@ impl PyExampleReader {
         }
     }
 
-    /// Stops the reader thread and closes the source, even while another thread waits.
-    fn close(&self, py: Python<'_>) {
-        self.reader.close(py);
-    }
-
     #[getter]
     fn spec(&self, py: Python<'_>) -> Py<PyExampleSpec> {
         self.spec.clone_ref(py)
@@ -118,11 +113,5 @@ impl PyExampleReader {
     #[getter]
     fn batches_per_block(&self) -> usize {
         self.batches_per_block
-    }
-
-    /// True once the first read has asked for the source.
-    #[getter]
-    fn started(&self) -> bool {
-        self.reader.started()
     }
 }

@@ -18,8 +18,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The readers' base class, there for the type stubs but kept out of __all__.
     m.setattr(
-        "_ReaderCounters",
-        m.py().get_type::<reader_base::PyReaderCounters>(),
+        "_ReaderBase",
+        m.py().get_type::<reader_base::PyReaderBase>(),
     )?;
     decoder::register(m)?;
     m.add_class::<batch::PyRecordBatch>()?;

@@ -47,13 +47,22 @@ impl ReaderArgs<'_> {
 pub fn parse_timeout(seconds: Option<f64>) -> Result<Option<Duration>, Error> {
     seconds
         .map(|s| {
-            Duration::try_from_secs_f64(s).map_err(|_| {
+            parse_seconds("open_timeout", s).map_err(|_| {
                 Error::Config(format!(
                     "open_timeout must be a number of seconds >= 0 or None, not {s}"
                 ))
             })
         })
         .transpose()
+}
+
+/// Seconds from Python as a duration, or a clear error naming the argument.
+pub fn parse_seconds(name: &str, seconds: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        Error::Config(format!(
+            "{name} must be a number of seconds >= 0, not {seconds}"
+        ))
+    })
 }
 
 /// `value` as a count of at least 1, or a clear error naming the argument.

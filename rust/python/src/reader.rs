@@ -1,6 +1,7 @@
 //! `RecordReader`: a [`PrefetchReader`] of raw record batches, waited on with the GIL released.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use pipemode_core::source::DEFAULT_BUFFER_SIZE;
 use pipemode_core::{Error, PrefetchReader, RecordBatchBuilder};
@@ -9,11 +10,11 @@ use pyo3::prelude::*;
 use crate::batch::PyRecordBatch;
 use crate::errors::to_pyerr;
 use crate::options::{positive, ReaderArgs};
-use crate::reader_base::{PyReaderCounters, SharedReader};
+use crate::reader_base::{PyReaderBase, SharedReader};
 
-#[pyclass(name = "RecordReader", module = "pipemode._native", extends = PyReaderCounters, frozen)]
+#[pyclass(name = "RecordReader", module = "pipemode._native", extends = PyReaderBase, frozen)]
 pub struct PyRecordReader {
-    reader: SharedReader<RecordBatchBuilder>,
+    reader: Arc<SharedReader<RecordBatchBuilder>>,
     path: PathBuf,
     name: Option<String>,
 }
@@ -64,14 +65,8 @@ impl PyRecordReader {
                 positive("max_batch_bytes", max_batch_bytes)?,
             );
             let reader = PrefetchReader::new(path.clone(), options, builder)?;
-            let (reader, counters) = SharedReader::new(reader);
-            Ok(
-                PyClassInitializer::from(counters).add_subclass(PyRecordReader {
-                    reader,
-                    path,
-                    name,
-                }),
-            )
+            let (reader, base) = SharedReader::new(reader);
+            Ok(PyClassInitializer::from(base).add_subclass(PyRecordReader { reader, path, name }))
         };
         build().map_err(|e| to_pyerr(py, e))
     }
@@ -79,18 +74,6 @@ impl PyRecordReader {
     /// The next batch, or None at the end of the stream (and after an error or `close`).
     fn next_batch(&self, py: Python<'_>) -> PyResult<Option<PyRecordBatch>> {
         Ok(self.reader.next_batch(py)?.map(PyRecordBatch::new))
-    }
-
-    /// Stops the reader thread and closes the source, even while another thread waits in
-    /// `next_batch` (which then returns None).
-    fn close(&self, py: Python<'_>) {
-        self.reader.close(py);
-    }
-
-    /// True once the first read has asked for the source.
-    #[getter]
-    fn started(&self) -> bool {
-        self.reader.started()
     }
 
     #[getter]

@@ -1,32 +1,51 @@
-//! What RecordReader and ExampleReader share besides their options: the `_ReaderCounters` base
-//! class with the reader thread's counters, and [`SharedReader`], their [`PrefetchReader`].
+//! What RecordReader and ExampleReader share: the `_ReaderBase` class (closing, waiting in
+//! slices, the reader thread's counters) and [`SharedReader`], the [`PrefetchReader`] one Python
+//! thread waits on while another closes it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use pipemode_core::{BatchBuilder, Canceller, PrefetchReader, ReaderStats};
 use pyo3::prelude::*;
 
 use crate::errors::to_pyerr;
+use crate::options::parse_seconds;
 
-#[pyclass(
-    name = "_ReaderCounters",
-    module = "pipemode._native",
-    subclass,
-    frozen
-)]
-pub struct PyReaderCounters {
-    stats: Arc<ReaderStats>,
+/// What the base class needs of a reader, whatever its batches are.
+trait ReaderControl: Send + Sync {
+    fn close(&self, py: Python<'_>);
+    fn started(&self) -> bool;
+    fn wait_ready(&self, py: Python<'_>, timeout: Duration) -> PyResult<bool>;
 }
 
-impl PyReaderCounters {
-    pub fn new(stats: Arc<ReaderStats>) -> Self {
-        Self { stats }
-    }
+#[pyclass(name = "_ReaderBase", module = "pipemode._native", subclass, frozen)]
+pub struct PyReaderBase {
+    stats: Arc<ReaderStats>,
+    control: Arc<dyn ReaderControl>,
 }
 
 #[pymethods]
-impl PyReaderCounters {
+impl PyReaderBase {
+    /// Stops the reader thread and closes the source, even while another thread waits for a
+    /// batch (which then gets None).
+    fn close(&self, py: Python<'_>) {
+        self.control.close(py);
+    }
+
+    /// Waits up to `timeout` seconds for the next batch, the end or an error, with the GIL
+    /// released: True when the next read returns at once. Starts reading like a read does.
+    fn wait_ready(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = parse_seconds("timeout", timeout).map_err(|e| to_pyerr(py, e))?;
+        self.control.wait_ready(py, timeout)
+    }
+
+    /// True once the first read has asked for the source.
+    #[getter]
+    fn started(&self) -> bool {
+        self.control.started()
+    }
+
     /// Records read so far (skipped ones excluded).
     #[getter]
     fn records_read(&self) -> u64 {
@@ -70,16 +89,20 @@ pub struct SharedReader<B: BatchBuilder> {
     started: AtomicBool,
 }
 
-impl<B: BatchBuilder> SharedReader<B> {
-    /// The reader, and the `_ReaderCounters` base of the pyclass that will hold it.
-    pub fn new(reader: PrefetchReader<B>) -> (Self, PyReaderCounters) {
-        let counters = PyReaderCounters::new(reader.stats());
-        let shared = SharedReader {
+impl<B: BatchBuilder + 'static> SharedReader<B> {
+    /// The reader, and the `_ReaderBase` of the pyclass that will hold it.
+    pub fn new(reader: PrefetchReader<B>) -> (Arc<Self>, PyReaderBase) {
+        let stats = reader.stats();
+        let shared = Arc::new(SharedReader {
             canceller: reader.canceller(),
             started: AtomicBool::new(reader.started()),
             reader: Mutex::new(reader),
+        });
+        let base = PyReaderBase {
+            stats,
+            control: shared.clone(),
         };
-        (shared, counters)
+        (shared, base)
     }
 
     fn lock(&self) -> MutexGuard<'_, PrefetchReader<B>> {
@@ -95,16 +118,21 @@ impl<B: BatchBuilder> SharedReader<B> {
         py.detach(|| self.lock().next_batch())
             .map_err(|error| to_pyerr(py, error))
     }
+}
 
-    /// Stops the reader thread and closes the source, even while another thread waits in
-    /// `next_batch` (which then returns None).
-    pub fn close(&self, py: Python<'_>) {
+impl<B: BatchBuilder + 'static> ReaderControl for SharedReader<B> {
+    fn close(&self, py: Python<'_>) {
         self.canceller.cancel();
         py.detach(|| self.lock().close());
     }
 
-    /// True once the first read has asked for the source.
-    pub fn started(&self) -> bool {
+    fn started(&self) -> bool {
         self.started.load(Ordering::Relaxed)
+    }
+
+    fn wait_ready(&self, py: Python<'_>, timeout: Duration) -> PyResult<bool> {
+        self.started.store(true, Ordering::Relaxed);
+        py.detach(|| self.lock().wait_ready(timeout))
+            .map_err(|error| to_pyerr(py, error))
     }
 }
