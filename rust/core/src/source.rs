@@ -41,8 +41,8 @@ pub struct SourceOptions {
     /// Bound on the wait for the path to appear plus the wait for a FIFO's writer; `None`
     /// waits forever.
     pub open_timeout: Option<Duration>,
-    /// Size of the reusable read buffer for FIFOs and other streams, and the FIFO capacity
-    /// asked for with `F_SETPIPE_SZ`.
+    /// Size of the reusable read buffer (for files, FIFOs and other streams alike), and the FIFO
+    /// capacity asked for with `F_SETPIPE_SZ`.
     pub buffer_size: usize,
 }
 
@@ -546,6 +546,65 @@ mod tests {
         assert_eq!(input.fill(1 << 29).unwrap(), 100_000);
         assert!(input.at_eof());
         assert!(buffer_len(&input) <= 4 * 100_000, "{}", buffer_len(&input));
+    }
+
+    /// Reads `path` in steps of 4 KiB, truncating it to `cut` bytes once `at` bytes are read,
+    /// and returns how far it got and how it ended.
+    fn read_truncating(path: &Path, at: u64, cut: u64) -> (u64, Result<()>) {
+        let options = SourceOptions {
+            buffer_size: MIN_BUFFER_SIZE,
+            ..SourceOptions::default()
+        };
+        let mut input = open(path, "file", &options, Arc::default(), Arc::default()).unwrap();
+        loop {
+            if input.offset() == at {
+                File::options()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .set_len(cut)
+                    .unwrap();
+            }
+            match input.fill(4096) {
+                Ok(0) => return (input.offset(), Ok(())),
+                Ok(n) => drop(input.take(n.min(4096))),
+                Err(error) => return (input.offset(), Err(error)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_that_shrinks_while_read_is_an_error_at_the_offset_reached() {
+        let path = std::env::temp_dir().join(format!("pipemode-shrink-{}", std::process::id()));
+        let len = 1 << 20;
+        for cut in [0, 300_000, 300_001] {
+            std::fs::write(&path, vec![5u8; len]).unwrap();
+            let (reached, ended) = read_truncating(&path, 4096, cut);
+            let error = ended
+                .expect_err("a shrunk file is not a clean end")
+                .to_string();
+            // Bytes read ahead before the cut are still handed out; nothing past it.
+            let read_to = cut.max(MIN_BUFFER_SIZE as u64);
+            assert!(reached <= read_to, "{reached} > {read_to}");
+            assert!(
+                error.starts_with(&format!(
+                    "file: corrupt byte stream at byte offset {read_to}: "
+                )),
+                "{error}"
+            );
+            assert!(
+                error.contains(&format!(
+                    "held {len} bytes when it was opened (it holds {cut} now)"
+                )),
+                "{error}"
+            );
+        }
+        // Growing is fine: what was there at the end is read.
+        std::fs::write(&path, vec![5u8; len]).unwrap();
+        let (reached, ended) = read_truncating(&path, u64::MAX, 0);
+        let _ = std::fs::remove_file(&path);
+        assert!(ended.is_ok());
+        assert_eq!(reached, len as u64);
     }
 
     #[test]
