@@ -1,15 +1,21 @@
 """The record reader against the copy limit, side by side in one run.
 
     python benches/bench_reader.py [--mb 512] [--rounds 3] [--rss-mb 400 4000]
+                                   [--sizes "100 B" "1 KB" "8 KB" "1 MB"] [--sources fifo file]
 
-For TFRecord records of 1 KB, 8 KB (the tutorial's) and 1 MB, with CRC checks on:
+For TFRecord records of 1 KB, 8 KB (the tutorial's) and 1 MB (`--sizes` to choose, 100 B too),
+with CRC checks on:
 
 * FIFO: `RecordReader(fifo, "TFRecord").batches(1024)` drained in Python while `cat file > fifo`
   feeds it, against `cat fifo > /dev/null` fed the same way (the FIFO copy limit);
-* page-cached file: `RecordReader(file).batches(1024)` (mmap) against `cat file > /dev/null`;
-* peak RSS of a reader draining a FIFO of 8 KB records in a subprocess (ru_maxrss), for a small
+* page-cached file: `RecordReader(file).batches(1024)` (`read` into the reader's buffer) against
+  `cat file > /dev/null`;
+* peak RSS of a reader draining a FIFO of 8 KB records in a subprocess (VmHWM), for a small
   and a large stream; the large one is one file catted repeatedly into the FIFO, so no 4 GB
   file is stored.
+
+"reader CPU" is the CPU time of the reading process (the reader thread and Python) per MB, the
+least of the rounds: other work on a shared machine changes it less than the wall clock.
 
 Each figure is the best of `--rounds` runs (the machine is shared; the best run is the one
 least disturbed).
@@ -26,11 +32,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from fifo_copy import READER_PIPE_SIZE, cat_to_devnull
 from pipemode import RecordReader, RecordWriter
 
-RECORD_SIZES = {"1 KB": 1024, "8 KB": 8230, "1 MB": 1 << 20}
+RECORD_SIZES = {"100 B": 100, "1 KB": 1024, "8 KB": 8230, "1 MB": 1 << 20}
+DEFAULT_SIZES = ["1 KB", "8 KB", "1 MB"]
+SOURCES = {"fifo": "FIFO", "file": "page-cached file"}
 
 
 def write_tfrecords(path: Path, record_size: int, total_bytes: int) -> int:
@@ -60,17 +69,28 @@ def fresh_fifo(folder: Path) -> Path:
     return fifo
 
 
-def drain(path: Path) -> tuple[int, float]:
-    """Records read and seconds taken by RecordReader(...).batches(1024)."""
-    start = time.perf_counter()
+class Run(NamedTuple):
+    records: int
+    seconds: float
+    cpu_seconds: float  # of this process, the reader thread included
+
+
+def cpu_time() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def drain(path: Path) -> Run:
+    """Records read, seconds and CPU seconds taken by RecordReader(...).batches(1024)."""
+    start, start_cpu = time.perf_counter(), cpu_time()
     records = 0
     with RecordReader(path, "TFRecord") as reader:
         for batch in reader.batches(1024):
             records += len(batch)
-    return records, time.perf_counter() - start
+    return Run(records, time.perf_counter() - start, cpu_time() - start_cpu)
 
 
-def time_reader_on_fifo(source: Path, folder: Path) -> tuple[int, float]:
+def time_reader_on_fifo(source: Path, folder: Path) -> Run:
     fifo = fresh_fifo(folder)
     feeder = start_feeder(source, fifo)
     result = drain(fifo)
@@ -94,9 +114,21 @@ def time_cat(source: Path, folder: Path | None, pipe_size: int | None = None) ->
     return elapsed
 
 
-def best_of(rounds: int, run: Callable[[], tuple[int, float]]) -> tuple[int, float]:
-    """The fastest of `rounds` runs: on a shared machine, the least disturbed one."""
-    return min((run() for _ in range(rounds)), key=lambda result: result[1])
+def best_of(rounds: int, run: Callable[[], Run]) -> Run:
+    """The fastest of `rounds` runs (on a shared machine, the least disturbed one), with the
+    least CPU time of any of them (which other work on the machine disturbs less)."""
+    runs = [run() for _ in range(rounds)]
+    fastest = min(runs, key=lambda result: result.seconds)
+    return fastest._replace(cpu_seconds=min(result.cpu_seconds for result in runs))
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident size, VmHWM. Not ru_maxrss: Linux carries that over from
+    the parent through fork and exec, so it reported the benchmark's own peak (its mapped
+    files included) whenever that was higher than the child's."""
+    status = Path("/proc/self/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1])
 
 
 def peak_rss_mb(source: Path, folder: Path, repeat: int) -> tuple[float, int]:
@@ -114,23 +146,26 @@ def peak_rss_mb(source: Path, folder: Path, repeat: int) -> tuple[float, int]:
     return int(rss_kb) / 1024, int(records)
 
 
-def print_rows(label: str, source: Path, count: int, folder: Path, rounds: int) -> None:
+def print_rows(
+    label: str, source: Path, count: int, folder: Path, rounds: int, sources: list[str]
+) -> None:
     mb = source.stat().st_size / 1e6
-    for where, via_fifo in [("FIFO", True), ("page-cached file", False)]:
-        if via_fifo:
-            records, seconds = best_of(rounds, lambda: time_reader_on_fifo(source, folder))
+    for where in (SOURCES[name] for name in sources):
+        if where == "FIFO":
+            records, seconds, cpu = best_of(rounds, lambda: time_reader_on_fifo(source, folder))
             cat_seconds = min(time_cat(source, folder) for _ in range(rounds))
             big_pipe_seconds = min(
                 time_cat(source, folder, READER_PIPE_SIZE) for _ in range(rounds)
             )
         else:
-            records, seconds = best_of(rounds, lambda: drain(source))
+            records, seconds, cpu = best_of(rounds, lambda: drain(source))
             cat_seconds = big_pipe_seconds = min(time_cat(source, None) for _ in range(rounds))
         assert records == count, (records, count)
         limit = min(cat_seconds, big_pipe_seconds)  # the stronger peer of this run
         print(
             f"| {label} | {where} | {records / seconds:,.0f} | {mb / seconds:,.0f} | "
-            f"{mb / cat_seconds:,.0f} | {mb / big_pipe_seconds:,.0f} | {limit / seconds:.2f}x |",
+            f"{mb / cat_seconds:,.0f} | {mb / big_pipe_seconds:,.0f} | {limit / seconds:.2f}x | "
+            f"{cpu / mb * 1e3:.2f} |",
             flush=True,
         )
 
@@ -139,13 +174,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=512, help="stream size per record size")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--rss-mb", type=int, nargs=2, default=[400, 4000])
+    parser.add_argument("--rss-mb", type=int, nargs="*", default=[400, 4000])
+    parser.add_argument("--sizes", nargs="+", choices=RECORD_SIZES, default=DEFAULT_SIZES)
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     parser.add_argument("--drain-for-rss", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.drain_for_rss:
-        records, _ = drain(args.drain_for_rss)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, records)
+        records = drain(args.drain_for_rss).records
+        print(peak_rss_kb(), records)
         return
 
     with tempfile.TemporaryDirectory(prefix="pipemode-bench-") as tmp:
@@ -153,17 +190,19 @@ def main() -> None:
         print(f"TFRecord with CRC checks, {args.mb} MB per stream, best of {args.rounds}\n")
         print(
             "| records | source | RecordReader records/s | MB/s | `cat` MB/s "
-            "| `cat`, 1 MiB pipe, MB/s | ratio to the faster `cat` |"
+            "| `cat`, 1 MiB pipe, MB/s | ratio to the faster `cat` | reader CPU ms/MB |"
         )
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for label, size in RECORD_SIZES.items():
-            source = folder / f"records-{size}.tfrecord"
-            count = write_tfrecords(source, size, args.mb << 20)
-            print_rows(label, source, count, folder, args.rounds)
-            if size != RECORD_SIZES["8 KB"]:
-                source.unlink()
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for label in args.sizes:
+            source = folder / f"records-{RECORD_SIZES[label]}.tfrecord"
+            count = write_tfrecords(source, RECORD_SIZES[label], args.mb << 20)
+            print_rows(label, source, count, folder, args.rounds, args.sources)
+            source.unlink()
+        if not args.rss_mb:
+            return
 
         source = folder / f"records-{RECORD_SIZES['8 KB']}.tfrecord"
+        write_tfrecords(source, RECORD_SIZES["8 KB"], args.mb << 20)
         print("\n| stream through a FIFO (8 KB records) | records | peak RSS |")
         print("|---|---:|---:|")
         size_mb = source.stat().st_size / 1e6

@@ -224,3 +224,32 @@ def test_concurrent_readers_in_threads(fifo, tmp_path):
     for thread in threads:
         thread.join(timeout=60)
     assert results == streams
+
+
+@pytest.mark.parametrize(
+    ("written_as", "read_as"), [("TFRecord", "RecordIO"), ("RecordIO", "TFRecord")]
+)
+def test_a_format_mix_up_names_the_format_to_pass(fifo, tmp_path, written_as, read_as):
+    data = encode([b"first", b"second"], written_as)
+    file = tmp_path / "data"
+    file.write_bytes(data)
+    for path in [file, fifo(data)]:
+        with pytest.raises(CorruptRecordError) as caught:
+            list(RecordReader(path, read_as))
+        assert caught.value.offset == 0
+        assert caught.value.path == str(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: corrupt {read_as} stream at byte offset 0: ")
+        assert message.endswith(
+            f'; this looks like {written_as} data: pass record_format="{written_as}"'
+        )
+
+
+def test_a_format_hint_is_not_given_past_the_first_record(tmp_path):
+    path = tmp_path / "data"
+    path.write_bytes(encode([b"first"], "RecordIO") + encode([b"second"], "TFRecord"))
+    reader = RecordReader(path, "RecordIO")
+    with pytest.raises(CorruptRecordError, match="bad magic") as caught:
+        list(reader)
+    assert caught.value.offset == len(encode([b"first"], "RecordIO"))
+    assert "looks like" not in str(caught.value)

@@ -7,7 +7,7 @@
 //! with a blocking `open` that nothing could interrupt.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memmap2::{Advice, Mmap, UncheckedAdvice};
-
 use crate::error::{Error, Result};
+use crate::framing::Format;
 
-/// How long one `poll` or one sleep lasts before the cancel flag is checked again.
-const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// How long one `poll`, one sleep or one blocked send lasts before the cancel flag is checked
+/// again: the longest a closed reader's thread runs on.
+pub const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The smallest read buffer; smaller requests are raised to it.
 pub const MIN_BUFFER_SIZE: usize = 64 * 1024;
@@ -41,8 +41,8 @@ pub struct SourceOptions {
     /// Bound on the wait for the path to appear plus the wait for a FIFO's writer; `None`
     /// waits forever.
     pub open_timeout: Option<Duration>,
-    /// Size of the reusable read buffer for FIFOs and other streams, and the FIFO capacity
-    /// asked for with `F_SETPIPE_SZ`.
+    /// Size of the reusable read buffer (for files, FIFOs and other streams alike), and the FIFO
+    /// capacity asked for with `F_SETPIPE_SZ`.
     pub buffer_size: usize,
 }
 
@@ -108,7 +108,7 @@ pub fn open(
     let file_type = file.metadata().map_err(|e| io_error(label, e))?.file_type();
     let buffer_size = options.buffer_size.max(MIN_BUFFER_SIZE);
     if file_type.is_file() {
-        return Input::mapped(&file, label, cancel, stats);
+        return Input::file(file, label, buffer_size, cancel, stats);
     }
     if file_type.is_dir() {
         return Err(io_error(label, io::Error::from_raw_os_error(libc::EISDIR)));
@@ -223,24 +223,29 @@ fn poll_readable(file: &File, timeout: Duration) -> io::Result<bool> {
 
 /// A window on the stream: the bytes from the current position up to what has been read.
 ///
-/// Framers ask for `fill(n)` bytes, look at `window()` and `take` what they used. For a regular
-/// file the window is the rest of the mmap; for a stream it is a reusable buffer that is
-/// compacted and refilled, and that grows only while bytes keep arriving, so a corrupt length
-/// can never make it allocate more than twice what the stream really holds.
+/// Framers ask for `fill(n)` bytes, look at `window()` and `take` what they used. The window is
+/// a reusable buffer that is compacted and refilled, and that grows only while bytes keep
+/// arriving, so a corrupt length can never make it allocate more than twice what the stream
+/// really holds, and never past the most its framer asks for at once (see
+/// [`Input::frame_as`]), so the record cap bounds it too.
+///
+/// Regular files are read like streams, with `read` into the buffer, not mapped: a file
+/// truncated under a mapping kills the process with SIGBUS at the next touch of a page past
+/// its new end, and a training job's input may be rewritten (`cp` over it) while it is read.
+/// A file that ends before the size it had when opened is an error naming the offset.
 pub struct Input {
     kind: Kind,
     /// The stream's name in errors.
     label: String,
+    /// The framing, as errors about the stream itself name it.
+    format: &'static str,
     start: usize,
     end: usize,
     /// Stream offset of `start`.
     offset: u64,
     eof: bool,
-    /// For a mapped file: the window position at which to populate the next stretch of the map
-    /// and release the one behind (`usize::MAX` for other inputs).
-    next_advice: usize,
-    /// A mapped file's bytes before this have been given back (see `advise_map`).
-    released_to: usize,
+    /// The buffer grows past its first size only up to this (or what one `fill` needs).
+    max_buffer: usize,
     /// Set by the consumer to stop a wait for a slow writer.
     cancel: Arc<AtomicBool>,
     /// Counts the time spent waiting for the writer.
@@ -248,12 +253,13 @@ pub struct Input {
 }
 
 enum Kind {
-    Mapped(Option<Mmap>),
     Bytes(Vec<u8>),
     Stream { from: StreamFrom, buf: Vec<u8> },
 }
 
 enum StreamFrom {
+    /// A regular file, which held `len` bytes when it was opened.
+    File { file: File, len: u64 },
     /// A FIFO or other non-regular file, read `O_NONBLOCK` with `poll` so waits can be cancelled.
     Fd(File),
     /// Any blocking reader: in-process pipes, decompressors, tests that vary the read sizes.
@@ -261,42 +267,21 @@ enum StreamFrom {
 }
 
 impl Input {
-    fn mapped(
-        file: &File,
+    fn file(
+        file: File,
         label: &str,
+        buffer_size: usize,
         cancel: Arc<AtomicBool>,
         stats: Arc<SourceStats>,
     ) -> Result<Input> {
         let len = file.metadata().map_err(|e| io_error(label, e))?.len();
-        let len = usize::try_from(len).map_err(|_| {
-            io_error(
-                label,
-                io::Error::new(io::ErrorKind::InvalidInput, "file too large"),
-            )
-        })?;
-        let map = if len == 0 {
-            None // mmap of length 0 is an error; an empty file is simply an empty stream
-        } else {
-            // SAFETY: the map is read-only. A file truncated by someone else while we read it
-            // would raise SIGBUS; input files of a training job are not rewritten under it.
-            let map = unsafe { Mmap::map(file) }.map_err(|e| io_error(label, e))?;
-            // Read-ahead hint only; its failure changes nothing but speed.
-            let _ = map.advise(Advice::Sequential);
-            Some(map)
-        };
-        let end = map.as_ref().map_or(0, |m| m.len());
-        Ok(Input {
-            kind: Kind::Mapped(map),
-            label: label.to_owned(),
-            start: 0,
-            end,
-            offset: 0,
-            eof: true,
-            next_advice: 0,
-            released_to: 0,
-            cancel,
-            stats,
-        })
+        // Read-ahead hint only; its failure changes nothing but speed.
+        // SAFETY: fadvise on a file descriptor we own touches no memory.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+        }
+        let from = StreamFrom::File { file, len };
+        Ok(Input::stream(from, label, buffer_size, cancel, stats))
     }
 
     fn stream(
@@ -312,12 +297,12 @@ impl Input {
                 buf: vec![0; buffer_size],
             },
             label: label.to_owned(),
+            format: "byte",
             start: 0,
             end: 0,
             offset: 0,
             eof: false,
-            next_advice: usize::MAX,
-            released_to: 0,
+            max_buffer: usize::MAX,
             cancel,
             stats,
         }
@@ -336,23 +321,31 @@ impl Input {
         Input {
             kind: Kind::Bytes(bytes),
             label: label.to_owned(),
+            format: "byte",
             start: 0,
             end,
             offset: 0,
             eof: true,
-            next_advice: usize::MAX,
-            released_to: 0,
+            max_buffer: usize::MAX,
             cancel: Arc::default(),
             stats: Arc::default(),
         }
+    }
+
+    /// Called by the framer that reads this input: `format` names the stream in errors about
+    /// the stream itself (a file that shrank), and `max_fill` is the most the framer will ever
+    /// ask [`Input::fill`] for: its longest record plus framing. The buffer then never grows
+    /// past that (nor past its first size), so a line without end under a 2 GiB cap stops at
+    /// 2 GiB instead of doubling to 4 GiB first.
+    pub fn frame_as(&mut self, format: Format, max_fill: usize) {
+        self.format = format.name();
+        self.max_buffer = max_fill;
     }
 
     /// The bytes read but not yet taken.
     #[inline]
     pub fn window(&self) -> &[u8] {
         match &self.kind {
-            Kind::Mapped(Some(map)) => &map[self.start..self.end],
-            Kind::Mapped(None) => &[],
             Kind::Bytes(buf) | Kind::Stream { buf, .. } => &buf[self.start..self.end],
         }
     }
@@ -381,49 +374,9 @@ impl Input {
         let from = self.start;
         self.start += n;
         self.offset += n as u64;
-        if self.start >= self.next_advice {
-            self.advise_map(from);
-        }
         match &self.kind {
-            Kind::Mapped(Some(map)) => &map[from..self.start],
-            Kind::Mapped(None) => &[],
             Kind::Bytes(buf) | Kind::Stream { buf, .. } => &buf[from..self.start],
         }
-    }
-
-    /// Keeps a mapped file's footprint to a sliding window: pages ahead are mapped in one call
-    /// (instead of one page fault per few pages) and pages behind are unmapped, so the resident
-    /// size stays the same for a 400 MB or a 40 GB file. The page cache keeps the data either
-    /// way; touching a released page again only faults it back in.
-    #[cold]
-    fn advise_map(&mut self, done: usize) {
-        const WINDOW: usize = 32 << 20;
-        let Kind::Mapped(Some(map)) = &self.kind else {
-            self.next_advice = usize::MAX;
-            return;
-        };
-        let page = page_size();
-        let released = done / page * page;
-        let ahead = WINDOW.min(map.len() - self.start);
-        // Hints only: an older kernel without MADV_POPULATE_READ just faults pages in as before.
-        let _ = map.advise_range(Advice::PopulateRead, self.start / page * page, ahead);
-        // Everything up to half a window behind the record just taken, from where the previous
-        // call stopped: a record longer than the window moves further than one window per call.
-        let release_end = released.saturating_sub(WINDOW / 2) / page * page;
-        let release_start = self.released_to;
-        if release_end > release_start {
-            // SAFETY: DONTNEED on a read-only file mapping drops our page table entries only;
-            // a later access reads the same bytes from the page cache again.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    release_start,
-                    release_end - release_start,
-                )
-            };
-            self.released_to = release_end;
-        }
-        self.next_advice = self.start + WINDOW / 2;
     }
 
     /// Reads until the window holds at least `need` bytes or the source ends, and returns the
@@ -441,8 +394,11 @@ impl Input {
     #[cold]
     fn fill_slow(&mut self, need: usize) -> Result<usize> {
         let Kind::Stream { from, buf } = &mut self.kind else {
-            unreachable!("mapped and in-memory inputs are always at eof");
+            unreachable!("in-memory inputs are always at eof");
         };
+        // What the buffer may grow to: never less than this fill needs, so a framer asking for
+        // more than it announced still gets it rather than a false end of the stream.
+        let ceiling = self.max_buffer.max(need);
         while self.end - self.start < need && !self.eof {
             // A fast writer never lets a read block; look at the cancel flag here too.
             if self.cancel.load(Ordering::Relaxed) {
@@ -454,7 +410,7 @@ impl Input {
             // about once at most. Growing only while a quarter of the buffer is unread data
             // keeps it within a few times the bytes that really arrived.
             if buf.len() - self.start < need && need > buf.len() / 4 && unread >= buf.len() / 4 {
-                buf.resize(buf.len().saturating_mul(2), 0);
+                grow(buf, buf.len().saturating_mul(2).min(ceiling));
             }
             // Move the unread tail to the front when what is needed does not fit behind it,
             // and also whenever the tail is short (a partial record): reads then keep landing
@@ -466,26 +422,35 @@ impl Input {
             }
             if buf.len() < need && self.end == buf.len() {
                 // Grow only once the buffer is full of bytes that really arrived.
-                let grown = buf.len().saturating_mul(2).min(need).max(buf.len() + 1);
-                buf.resize(grown, 0);
+                grow(
+                    buf,
+                    buf.len().saturating_mul(2).min(need).max(buf.len() + 1),
+                );
             }
             // One read fills at most READ_CHUNK of the buffer, so the bytes it brings are still
             // in the CPU cache when they are framed, checked and copied into a batch.
             let room = self.end..buf.len().min(self.end + READ_CHUNK);
             debug_assert!(!room.is_empty(), "an empty read would look like the end");
             let read = match from {
+                StreamFrom::File { file, .. } => (&*file).read(&mut buf[room]),
                 StreamFrom::Fd(file) => read_some(file, &mut buf[room], &self.cancel, &self.stats),
                 StreamFrom::Read(reader) => reader.read(&mut buf[room]),
             };
+            let read_to = self.offset + unread as u64;
             match read {
-                Ok(0) => self.eof = true,
+                Ok(0) => {
+                    self.eof = true;
+                    if let StreamFrom::File { file, len } = from {
+                        check_not_shrunk(file, *len, read_to, &self.label, self.format)?;
+                    }
+                }
                 Ok(n) => self.end += n,
                 // Retried unless it was the cancel flag that interrupted the wait.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(Error::Io {
                         path: self.label.clone(),
-                        offset: Some(self.offset + (self.end - self.start) as u64),
+                        offset: Some(read_to),
                         source,
                     })
                 }
@@ -495,10 +460,40 @@ impl Input {
     }
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096).max(1)
+/// Grows `buf` to exactly `len` bytes (if longer): `resize` alone would reserve up to twice
+/// that, past the ceiling the caller chose.
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if len > buf.len() {
+        buf.reserve_exact(len - buf.len());
+        buf.resize(len, 0);
+    }
+}
+
+/// An error when a regular file ended at `read_to` although it held `len` bytes when opened:
+/// it was truncated (or rewritten) under the reader, and its records past that are lost.
+fn check_not_shrunk(
+    file: &File,
+    len: u64,
+    read_to: u64,
+    label: &str,
+    format: &'static str,
+) -> Result<()> {
+    if read_to >= len {
+        return Ok(());
+    }
+    let now = file.metadata().map_or_else(
+        |_| String::new(),
+        |m| format!(" (it holds {} now)", m.len()),
+    );
+    Err(Error::Corrupt {
+        path: label.to_owned(),
+        format,
+        offset: read_to,
+        message: format!(
+            "truncated: the file ends here, but it held {len} bytes when it was opened{now}: \
+             it was truncated or rewritten while being read"
+        ),
+    })
 }
 
 /// One read into `buf` (non-empty); waits with `poll` while the stream has nothing, checking
@@ -553,67 +548,63 @@ mod tests {
         assert!(buffer_len(&input) <= 4 * 100_000, "{}", buffer_len(&input));
     }
 
-    /// Resident kilobytes of this process's mappings of `path`, from /proc/self/smaps.
-    fn resident_kb(path: &Path) -> usize {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let name = path.to_str().unwrap();
-        let mut in_mapping = false;
-        let mut kb = 0;
-        for line in smaps.lines() {
-            // A mapping starts with its address range, "start-end" in hex; its path ends it.
-            let first = line.split_whitespace().next().unwrap_or("");
-            let range = first.split('-').map(|a| u64::from_str_radix(a, 16));
-            if first.contains('-') && range.clone().all(|a| a.is_ok()) {
-                in_mapping = line.ends_with(name);
-                continue;
+    /// Reads `path` in steps of 4 KiB, truncating it to `cut` bytes once `at` bytes are read,
+    /// and returns how far it got and how it ended.
+    fn read_truncating(path: &Path, at: u64, cut: u64) -> (u64, Result<()>) {
+        let options = SourceOptions {
+            buffer_size: MIN_BUFFER_SIZE,
+            ..SourceOptions::default()
+        };
+        let mut input = open(path, "file", &options, Arc::default(), Arc::default()).unwrap();
+        loop {
+            if input.offset() == at {
+                File::options()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .set_len(cut)
+                    .unwrap();
             }
-            if in_mapping {
-                if let Some(rest) = line.strip_prefix("Rss:") {
-                    kb += rest
-                        .trim()
-                        .trim_end_matches(" kB")
-                        .parse::<usize>()
-                        .unwrap();
-                }
+            match input.fill(4096) {
+                Ok(0) => return (input.offset(), Ok(())),
+                Ok(n) => drop(input.take(n.min(4096))),
+                Err(error) => return (input.offset(), Err(error)),
             }
         }
-        kb
     }
 
     #[test]
-    fn a_mapped_file_stays_a_sliding_window_past_records_longer_than_it() {
-        const MIB: usize = 1 << 20;
-        let record = 40 * MIB; // longer than the 32 MiB window
-        let path = std::env::temp_dir().join(format!("pipemode-window-{}", std::process::id()));
-        {
-            let mut file = File::create(&path).unwrap();
-            let chunk = vec![1u8; 8 * MIB];
-            for _ in 0..(8 * record / chunk.len()) {
-                io::Write::write_all(&mut file, &chunk).unwrap();
-            }
+    fn a_file_that_shrinks_while_read_is_an_error_at_the_offset_reached() {
+        let path = std::env::temp_dir().join(format!("pipemode-shrink-{}", std::process::id()));
+        let len = 1 << 20;
+        for cut in [0, 300_000, 300_001] {
+            std::fs::write(&path, vec![5u8; len]).unwrap();
+            let (reached, ended) = read_truncating(&path, 4096, cut);
+            let error = ended
+                .expect_err("a shrunk file is not a clean end")
+                .to_string();
+            // Bytes read ahead before the cut are still handed out; nothing past it.
+            let read_to = cut.max(MIN_BUFFER_SIZE as u64);
+            assert!(reached <= read_to, "{reached} > {read_to}");
+            assert!(
+                error.starts_with(&format!(
+                    "file: corrupt byte stream at byte offset {read_to}: "
+                )),
+                "{error}"
+            );
+            assert!(
+                error.contains(&format!(
+                    "held {len} bytes when it was opened (it holds {cut} now)"
+                )),
+                "{error}"
+            );
         }
-        let options = SourceOptions::default();
-        let mut input = open(&path, "test", &options, Arc::default(), Arc::default()).unwrap();
-        let mut touched = 0u64;
-        while input.fill(record).unwrap() >= record {
-            // Read every page, as a batch copying the record would.
-            touched += input
-                .take(record)
-                .iter()
-                .step_by(4096)
-                .map(|&b| b as u64)
-                .sum::<u64>();
-        }
-        let resident = resident_kb(&path) * 1024;
+        // Growing is fine: what was there at the end is read.
+        std::fs::write(&path, vec![5u8; len]).unwrap();
+        let (reached, ended) = read_truncating(&path, u64::MAX, 0);
         let _ = std::fs::remove_file(&path);
-        assert_eq!(touched, (8 * record / 4096) as u64);
-        // The last record, half a window behind it and the window ahead; before, each record
-        // past the first left 8 MiB between two released stretches: 56 MiB more.
-        assert!(
-            resident < 2 * record + 16 * MIB,
-            "{} MiB resident",
-            resident / MIB
-        );
+        assert!(ended.is_ok());
+        assert_eq!(reached, len as u64);
     }
 
     #[test]

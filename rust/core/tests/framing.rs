@@ -434,3 +434,209 @@ fn a_read_failing_mid_stream_names_the_offset() {
         "{error}"
     );
 }
+
+#[test]
+fn a_stream_in_the_other_framing_says_which_format_to_pass() {
+    let records = [b"first".to_vec(), b"second".to_vec()];
+    let cases = [
+        (Format::TfRecord, Format::RecordIo, "bad magic"),
+        (Format::RecordIo, Format::TfRecord, "length CRC mismatch"),
+    ];
+    for (written_as, read_as, problem) in cases {
+        let data = encode(written_as, &records);
+        for sizes in [vec![data.len()], vec![1]] {
+            let (read, error) = frame_chunked(read_as, &data, sizes, 16);
+            assert!(read.is_empty());
+            let message = error.expect("a mix-up fails").to_string();
+            let hint = format!(
+                "; this looks like {0} data: pass record_format=\"{0}\"",
+                written_as.name()
+            );
+            assert!(
+                message.contains(&format!(" at byte offset 0: {problem}")),
+                "{message}"
+            );
+            assert!(message.ends_with(&hint), "{message}");
+        }
+    }
+    // One empty RecordIO record is 8 bytes, shorter than a TFRecord header.
+    let data = encode(Format::RecordIo, &[Vec::new()]);
+    let message = frame_bytes(Format::TfRecord, &data).1.unwrap().to_string();
+    assert!(
+        message.ends_with(
+            "truncated header: 8 of 12 bytes before the end; this looks like RecordIO data: pass \
+             record_format=\"RecordIO\""
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_format_hint_is_only_for_the_start_of_the_stream_and_only_when_it_fits() {
+    let tfrecord = encode(Format::TfRecord, &[b"x".to_vec()]);
+    let recordio = encode(Format::RecordIo, &[b"x".to_vec()]);
+    // A good first record, then a record of the other framing: corruption, not a mix-up.
+    for (read_as, stream) in [
+        (Format::RecordIo, [&recordio[..], &tfrecord].concat()),
+        (Format::TfRecord, [&tfrecord[..], &recordio].concat()),
+    ] {
+        let (read, error) = frame_bytes(read_as, &stream);
+        assert_eq!(read, [b"x".to_vec()]);
+        let message = error.unwrap().to_string();
+        assert!(!message.contains("looks like"), "{message}");
+    }
+    // Garbage from the start in either framing: no hint.
+    for read_as in [Format::RecordIo, Format::TfRecord] {
+        let message = frame_bytes(read_as, b"garbage, not records\n")
+            .1
+            .unwrap()
+            .to_string();
+        assert!(!message.contains("looks like"), "{message}");
+    }
+}
+
+/// The largest single allocation the current thread asked for, so a test can bound the read
+/// buffer without reaching into the framer. Thread-local: other tests run on other threads.
+struct LargestAllocation;
+
+thread_local! {
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn note_allocation(size: usize) {
+    let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for LargestAllocation {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        std::alloc::System.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        std::alloc::System.alloc_zeroed(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        note_allocation(size);
+        std::alloc::System.realloc(ptr, layout, size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+/// Frames `data` from a stream in 4 KiB reads through a 1 KiB buffer under `cap`, and returns
+/// what was framed with the largest allocation made meanwhile.
+fn frame_under_cap(
+    format: Format,
+    data: Vec<u8>,
+    cap: usize,
+) -> (Vec<Vec<u8>>, Option<Error>, usize) {
+    let options = FramingOptions {
+        max_record_bytes: cap,
+        ..FramingOptions::default()
+    };
+    let input = Input::from_read(Box::new(Chunked::new(data, vec![4096])), "fifo", 1024);
+    LARGEST.with(|largest| largest.set(0));
+    let (records, error) = frame_all(input, format, options);
+    (records, error, LARGEST.with(std::cell::Cell::get))
+}
+
+#[test]
+fn the_read_buffer_never_outgrows_the_record_cap() {
+    let cap = 100_000;
+    for format in FORMATS {
+        // A record of exactly the cap fits, and takes no more than itself and its framing.
+        let data = encode(format, &[b"a".repeat(cap), b"b".to_vec()]);
+        let (records, error, largest) = frame_under_cap(format, data, cap);
+        assert!(error.is_none(), "{format:?}: {error:?}");
+        assert_eq!(records, [b"a".repeat(cap), b"b".to_vec()], "{format:?}");
+        // The most a framer may ask for at once: the record, its framing, RecordIO's padding.
+        let framed =
+            cap + format_overhead(format) as usize + 3 * usize::from(format == Format::RecordIo);
+        assert!(
+            largest <= framed,
+            "{format:?}: {largest} bytes for {framed}"
+        );
+
+        // A record ten times the cap fails at its offset before the buffer outgrows the cap.
+        let data = encode(format, &[b"c".repeat(10 * cap)]);
+        let (records, error, largest) = frame_under_cap(format, data, cap);
+        assert!(records.is_empty(), "{format:?}");
+        let error = error.expect("a record over the cap fails");
+        assert_eq!(error.offset(), Some(0), "{format:?}");
+        assert!(error.to_string().contains("100000-byte limit"), "{error}");
+        assert!(
+            largest <= framed,
+            "{format:?}: {largest} bytes for {framed}"
+        );
+    }
+    // The same for a TextLine stream without any newline, as in the report: a 2.2 GB line grew
+    // the buffer to 4 GiB under the 2 GiB cap before it failed.
+    let (_, error, largest) = frame_under_cap(Format::TextLine, b"d".repeat(10 * cap), cap);
+    assert!(error.unwrap().to_string().contains("a line longer than"));
+    assert!(largest <= cap + 1, "{largest} bytes for a {cap}-byte cap");
+}
+
+/// Set in the child process of the test below, which runs the test again under a limit.
+const ADDRESS_SPACE_CHILD: &str = "PIPEMODE_TEST_ADDRESS_SPACE_CHILD";
+
+/// This process's virtual size in bytes, from /proc/self/status.
+fn virtual_size() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    let kb: u64 = line[7..].trim().trim_end_matches(" kB").parse().unwrap();
+    kb * 1024
+}
+
+/// The report's failure, scaled down: under an address-space limit that leaves room for the
+/// cap but not for twice it, a line longer than the cap is an error, not an abort in the
+/// allocator. Runs in a child process, so an abort fails the test instead of the test binary.
+#[test]
+fn a_line_over_the_cap_fails_cleanly_under_an_address_space_limit() {
+    const MIB: usize = 1 << 20;
+    let cap = 64 * MIB;
+    if std::env::var_os(ADDRESS_SPACE_CHILD).is_some() {
+        let room = virtual_size() + (cap + cap / 2) as u64 + 16 * MIB as u64;
+        let limit = libc::rlimit {
+            rlim_cur: room,
+            rlim_max: room,
+        };
+        // SAFETY: setrlimit reads one rlimit struct we own.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+        let endless_line = std::io::Read::take(std::io::repeat(b'x'), 3 * cap as u64);
+        let options = FramingOptions {
+            max_record_bytes: cap,
+            ..FramingOptions::default()
+        };
+        let input = Input::from_read(Box::new(endless_line), "fifo", MIB);
+        let (_, error) = frame_all(input, Format::TextLine, options);
+        println!("child: {}", error.expect("the line is over the cap"));
+        return;
+    }
+    let test = "a_line_over_the_cap_fails_cleanly_under_an_address_space_limit";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ADDRESS_SPACE_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(
+        child.status.success(),
+        "{:?}\n{stdout}\n{stderr}",
+        child.status
+    );
+    assert!(
+        stdout
+            .contains("child: fifo: corrupt TextLine stream at byte offset 0: a line longer than"),
+        "{stdout}"
+    );
+}

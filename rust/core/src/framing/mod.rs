@@ -1,7 +1,7 @@
 //! Splitting a byte stream into records: RecordIO, TFRecord and TextLine.
 //!
 //! A framer reads from an [`Input`] and hands out each complete record as a slice borrowed from
-//! the read buffer (or the mmap) with the byte offset where its framing starts. Nothing is
+//! the read buffer with the byte offset where its framing starts. Nothing is
 //! copied here except multipart RecordIO, whose parts are joined in a scratch buffer. A record
 //! is handed out only once all of it, framing included, has been read and checked.
 
@@ -182,12 +182,35 @@ impl Framer {
     }
 }
 
-/// A framing error at `offset` of the stream `input` reads.
 /// The message for a record over the cap: "{what} longer than the N-byte limit on a record".
 fn too_long(what: &str, max_record_bytes: usize) -> String {
     format!("{what} longer than the {max_record_bytes}-byte limit on a record")
 }
 
+/// The framing the first bytes of a stream are valid in, if either: RecordIO's magic word, or a
+/// TFRecord header whose masked length CRC is right. Either matches random bytes once in 2^32.
+fn framing_of_start(start: &[u8]) -> Option<Format> {
+    if start.get(..4) == Some(&RECORDIO_MAGIC.to_le_bytes()[..]) {
+        return Some(Format::RecordIo);
+    }
+    let (length, crc) = (start.get(..8)?, start.get(8..12)?);
+    let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    (masked_crc32c(length) == crc).then_some(Format::TfRecord)
+}
+
+/// Added to the error about a stream's first record when its first bytes frame in another
+/// framing than `read_as`: then the likely cause is the `record_format` passed, not the data.
+fn format_mixup_hint(start: &[u8], read_as: Format) -> String {
+    match framing_of_start(start) {
+        Some(other) if other != read_as => format!(
+            "; this looks like {0} data: pass record_format=\"{0}\"",
+            other.name()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// A framing error at `offset` of the stream `input` reads.
 fn corrupt(input: &Input, format: Format, offset: u64, message: String) -> Error {
     Error::Corrupt {
         path: input.label().to_owned(),

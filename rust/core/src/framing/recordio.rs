@@ -4,12 +4,13 @@
 //! cflag 0 is a whole record; 1, 2 and 3 are the first, middle and last part of a record that
 //! the writer split where the magic word occurred in its data.
 
-use super::{corrupt, Format, Multipart, Record};
+use super::{corrupt, format_mixup_hint, Format, Multipart, Record};
 use crate::error::Result;
 use crate::source::Input;
 
 pub const RECORDIO_MAGIC: u32 = 0xced7_230a;
 const HEADER_LEN: usize = 8;
+const TFRECORD_HEADER_LEN: usize = 12;
 const LENGTH_MASK: u32 = (1 << 29) - 1;
 
 const WHOLE: u32 = 0;
@@ -33,7 +34,12 @@ struct Part {
 }
 
 impl RecordIoFramer {
-    pub fn new(input: Input, multipart: Multipart, max_record_bytes: usize) -> Self {
+    pub fn new(mut input: Input, multipart: Multipart, max_record_bytes: usize) -> Self {
+        // A part is never longer than its record; with its header and up to 3 bytes of padding.
+        input.frame_as(
+            Format::RecordIo,
+            max_record_bytes.saturating_add(HEADER_LEN + 3),
+        );
         RecordIoFramer {
             input,
             multipart,
@@ -51,7 +57,6 @@ impl RecordIoFramer {
         let Some(part) = self.read_part(None)? else {
             return Ok(None);
         };
-        self.check_length(part.length, offset)?;
         match part.cflag {
             WHOLE => {
                 let framed = self.input.take(part.framed);
@@ -149,9 +154,10 @@ impl RecordIoFramer {
         let header = &self.input.window()[..HEADER_LEN];
         let magic = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         if magic != RECORDIO_MAGIC {
+            let hint = self.format_mixup_hint(offset)?;
             return Err(fail(
                 self,
-                format!("bad magic 0x{magic:08x}, expected 0x{RECORDIO_MAGIC:08x}"),
+                format!("bad magic 0x{magic:08x}, expected 0x{RECORDIO_MAGIC:08x}{hint}"),
             ));
         }
         let lrecord = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
@@ -160,6 +166,8 @@ impl RecordIoFramer {
         if cflag > LAST {
             return Err(fail(self, format!("invalid continuation flag {cflag}")));
         }
+        // Before the part is read: the read buffer never has to grow past the cap.
+        self.check_length(length, record_start.unwrap_or(offset))?;
         let framed = HEADER_LEN + length.next_multiple_of(4);
         let available = self.input.fill(framed)?;
         if available < framed {
@@ -178,6 +186,17 @@ impl RecordIoFramer {
             length,
             framed,
         }))
+    }
+
+    /// At the stream's start only: a hint when the stream looks like TFRecord (see
+    /// [`format_mixup_hint`]), which takes 12 bytes where a RecordIO header has 8.
+    #[cold]
+    fn format_mixup_hint(&mut self, offset: u64) -> Result<String> {
+        if offset != 0 {
+            return Ok(String::new());
+        }
+        self.input.fill(TFRECORD_HEADER_LEN)?;
+        Ok(format_mixup_hint(self.input.window(), Format::RecordIo))
     }
 
     fn corrupt(&self, offset: u64, message: String) -> crate::Error {

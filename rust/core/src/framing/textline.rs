@@ -14,7 +14,9 @@ pub struct TextLineFramer {
 }
 
 impl TextLineFramer {
-    pub fn new(input: Input, max_record_bytes: usize) -> Self {
+    pub fn new(mut input: Input, max_record_bytes: usize) -> Self {
+        // A line over the cap is found once the cap plus one byte without `\n` is in the window.
+        input.frame_as(Format::TextLine, max_record_bytes.saturating_add(1));
         TextLineFramer {
             input,
             max_record_bytes,

@@ -1,7 +1,7 @@
 //! TFRecord: `u64 length`, `u32 masked_crc32c(length)`, `data`, `u32 masked_crc32c(data)`, all
 //! little-endian.
 
-use super::{corrupt, Format, Record};
+use super::{corrupt, format_mixup_hint, Format, Record};
 use crate::error::Result;
 use crate::source::Input;
 
@@ -25,7 +25,15 @@ pub struct TfRecordFramer {
 }
 
 impl TfRecordFramer {
-    pub fn new(input: Input, max_corrupted_records_to_skip: u64, max_record_bytes: usize) -> Self {
+    pub fn new(
+        mut input: Input,
+        max_corrupted_records_to_skip: u64,
+        max_record_bytes: usize,
+    ) -> Self {
+        input.frame_as(
+            Format::TfRecord,
+            max_record_bytes.saturating_add(HEADER_LEN + FOOTER_LEN),
+        );
         TfRecordFramer {
             input,
             max_skip: max_corrupted_records_to_skip,
@@ -51,9 +59,12 @@ impl TfRecordFramer {
                 return Ok(None);
             }
             if available < HEADER_LEN {
+                let hint = self.format_mixup_hint(offset);
                 return Err(self.corrupt(
                     offset,
-                    format!("truncated header: {available} of {HEADER_LEN} bytes before the end"),
+                    format!(
+                        "truncated header: {available} of {HEADER_LEN} bytes before the end{hint}"
+                    ),
                 ));
             }
             let header = &self.input.window()[..HEADER_LEN];
@@ -61,7 +72,8 @@ impl TfRecordFramer {
             let expected = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
             if masked_crc32c(&length_bytes) != expected {
                 // A bad length CRC means the framing itself is lost: always fatal.
-                return Err(self.corrupt(offset, "length CRC mismatch".into()));
+                let hint = self.format_mixup_hint(offset);
+                return Err(self.corrupt(offset, format!("length CRC mismatch{hint}")));
             }
             let length = u64::from_le_bytes(length_bytes);
             let total = usize::try_from(length)
@@ -111,6 +123,16 @@ impl TfRecordFramer {
             self.skipped += 1;
             self.input.take(total);
         }
+    }
+
+    /// At the stream's start only: a hint when the stream looks like RecordIO (see
+    /// [`format_mixup_hint`]).
+    #[cold]
+    fn format_mixup_hint(&self, offset: u64) -> String {
+        if offset != 0 {
+            return String::new();
+        }
+        format_mixup_hint(self.input.window(), Format::TfRecord)
     }
 
     fn corrupt(&self, offset: u64, message: String) -> crate::Error {
