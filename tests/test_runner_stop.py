@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from pipemode.runner import Channel, Estimator, TrainingFailedError, TrainingJob
 from pipemode.runner.job import HostFolder, host_config
+from pipemode.runner.processes import ScriptProcess
 from runner_helpers import (
     PIDS_VARIABLE,
     folder_of_files,
@@ -339,3 +340,19 @@ def test_host_config_builds_each_hosts_files_and_environment_without_io(tmp_path
     assert training_env["resource_config"] == config.files["resourceconfig.json"]
     assert training_env["channel_input_dirs"]["train"] == str(folder.data_dir / "train")
     assert os.environ.get("SM_CURRENT_HOST") is None  # nor sets anything
+
+
+def test_a_group_left_with_only_zombies_has_ended() -> None:
+    # The script's background child outlives it; orphaned, its zombie stays in the group for
+    # as long as init does not reap it (never, on some containers' inits).
+    script = ScriptProcess(
+        "algo-1", ["sh", "-c", "sleep 0.2 & echo $!"], os.environ, subprocess.PIPE
+    )
+    out, _ = script.process.communicate(timeout=30)
+    child = int(out)
+    deadline = time.monotonic() + 30
+    while not process_gone(child) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process_gone(child)
+    assert not script.group_alive()
+    script.signal(signal.SIGKILL)  # a group known to be gone is left alone

@@ -3,7 +3,7 @@
 Generates the tutorial's synthetic train and eval channels, runs the tutorial's Keras training
 script through the local Pipe Mode runner (FIFOs fed epoch after epoch, as SageMaker feeds them),
 and reports the evaluation accuracy and the input throughput. The defaults take about a minute on
-two cores; the job's model.tar.gz stays under --output-path.
+two cores; the job's model.tar.gz stays under `output_path`. The CLI's options are in cli.py.
 """
 
 from __future__ import annotations

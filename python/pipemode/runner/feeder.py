@@ -19,7 +19,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -233,7 +233,7 @@ class ChannelFeeder:
                 writer.close()
 
 
-def _prefetched(items: list[T], load: Callable[[T], R], depth: int) -> Iterator[R]:
+def _prefetched(items: list[T], load: Callable[[T], R], depth: int) -> Generator[R, None, None]:
     """`map(load, items)` in order, with up to `depth` loads running ahead in threads."""
     with concurrent.futures.ThreadPoolExecutor(depth, thread_name_prefix="pipemode-fetch") as pool:
         pending: collections.deque[concurrent.futures.Future[R]] = collections.deque()

@@ -29,7 +29,13 @@ from typing import IO, Any, TextIO
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel, validate_name
 from pipemode.runner.feeder import ChannelFeeder, ChannelStats
-from pipemode.runner.processes import DEFAULT_STOP_GRACE, KILL_WAIT, ScriptProcess, signal_name
+from pipemode.runner.processes import (
+    DEFAULT_STOP_GRACE,
+    KILL_WAIT,
+    ProcessGroups,
+    ScriptProcess,
+    signal_name,
+)
 from pipemode.runner.progress import Progress, format_bytes, format_rate
 from pipemode.runner.sources import DataObject, epoch_objects, read_chunks, relative_name, resolve
 
@@ -327,7 +333,8 @@ class _Run:
         self.job_dir = Path(job.output_path).resolve() / job_name
         self.folders = [HostFolder(self.job_dir / host) for host in hosts]
         self.feeders: list[ChannelFeeder] = []
-        self.scripts: list[ScriptProcess] = []
+        self.groups = ProcessGroups(job.stop_grace)
+        self.scripts = self.groups.scripts
         self.forwarders: list[threading.Thread] = []
         self.tails = {h: collections.deque[str](maxlen=_FAILURE_TAIL_LINES) for h in hosts}
         self.failed_feeders: list[ChannelFeeder] = []  # appended to by the feeder threads
@@ -335,8 +342,6 @@ class _Run:
         self.exit_codes: dict[str, int] = {}
         self.cause: _Cause | None = None
         self.first_failed_code = 0
-        self.kill_at: float | None = None
-        self.killed_at: float | None = None
 
     # -- setting up --------------------------------------------------------------------------
 
@@ -430,15 +435,8 @@ class _Run:
         while True:
             self._note_failures()
             if self.cause is not None:
-                self._stop()
-            if all(s.poll() is not None for s in self.scripts):
-                if not any(s.group_alive() for s in self.scripts):
-                    return
-                self._stop()  # the job has ended: what the scripts left running goes too
-            now = time.monotonic()
-            if self.kill_at is not None and now >= self.kill_at:
-                self._kill()
-            if self.killed_at is not None and now >= self.killed_at + KILL_WAIT:
+                self.groups.stop()
+            if self.groups.settle():
                 return
             time.sleep(0.05)
 
@@ -470,30 +468,14 @@ class _Run:
         how = f"killed by {signal_name(code - 128)}" if code > 128 else f"exited with code {code}"
         return f"AlgorithmError: {script}{where} {how}"
 
-    def _stop(self, signum: int = signal.SIGTERM) -> None:
-        """Asks every process group to end, once; SIGKILL follows after the stop grace."""
-        if self.kill_at is None:
-            self.kill_at = time.monotonic() + self.job.stop_grace
-            for script in self.scripts:
-                script.signal(signum)
-
-    def _kill(self) -> None:
-        if self.killed_at is None:
-            self.killed_at = time.monotonic()
-            for script in self.scripts:
-                script.signal(signal.SIGKILL)
-
     def _on_signal(self, signum: int, frame: object) -> None:
         # The first Ctrl-C (or SIGTERM) stops the job as a failure would, but passes the signal
         # itself on, for the script to handle (a KeyboardInterrupt); a second one kills.
         self.signals.append(signum)
         if len(self.signals) > 1:
-            self._kill()
-            return
-        if self.kill_at is None:
-            self.kill_at = time.monotonic() + self.job.stop_grace
-        for script in self.scripts:
-            script.signal(signum)
+            self.groups.kill()
+        else:
+            self.groups.forward(signum)
 
     @contextlib.contextmanager
     def _forwarding_signals(self) -> Iterator[None]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["DEFAULT_STOP_GRACE", "ScriptProcess", "returncode"]
+__all__ = ["DEFAULT_STOP_GRACE", "ProcessGroups", "ScriptProcess", "returncode", "signal_name"]
 
 # As SageMaker: a stopped job's algorithm gets 120 s between SIGTERM and SIGKILL.
 DEFAULT_STOP_GRACE = 120.0
@@ -75,6 +76,52 @@ class ScriptProcess:
             self._group_gone = True
         except PermissionError:  # macOS, a group holding only zombies
             pass
+
+
+class ProcessGroups:
+    """The scripts of a job, stopped together: a signal to every group starts the stop grace,
+    after which what is left gets SIGKILL. The signal handler calls in too, so every method
+    may run between any two lines of another: each only sets a deadline or sends signals."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.scripts: list[ScriptProcess] = []
+        self.kill_at: float | None = None
+        self.killed_at: float | None = None
+
+    def stop(self) -> None:
+        """SIGTERM to every group, once; SIGKILL follows after the grace."""
+        if self.kill_at is None:
+            self.forward(signal.SIGTERM)
+
+    def forward(self, signum: int) -> None:
+        """Sends `signum` (a Ctrl-C, say) to every group, starting the grace if not started."""
+        if self.kill_at is None:
+            self.kill_at = time.monotonic() + self.grace
+        for script in self.scripts:
+            script.signal(signum)
+
+    def kill(self) -> None:
+        if self.killed_at is None:
+            self.killed_at = time.monotonic()
+            for script in self.scripts:
+                script.signal(signal.SIGKILL)
+
+    def settle(self) -> bool:
+        """Moves the stop on (SIGKILL once the grace is over; SIGTERM to what exited scripts
+        left running, as their job has ended) and says whether nothing is left to wait for:
+        every group has ended, or has resisted SIGKILL for KILL_WAIT seconds."""
+        now = time.monotonic()
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill()
+        if self.killed_at is not None and now >= self.killed_at + KILL_WAIT:
+            return True
+        if any(script.poll() is None for script in self.scripts):
+            return False
+        if not any(script.group_alive() for script in self.scripts):
+            return True
+        self.stop()
+        return False
 
 
 def _live_member(pgid: int) -> bool:
