@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipemode.runner import Channel, Estimator, TrainingFailedError, TrainingJob
+from pipemode.runner import Channel, Estimator, JobConfigError, TrainingFailedError, TrainingJob
 from pipemode.runner.job import HostFolder, host_config
 from pipemode.runner.processes import ScriptProcess
 from runner_helpers import (
@@ -356,3 +356,10 @@ def test_a_group_left_with_only_zombies_has_ended() -> None:
     assert process_gone(child)
     assert not script.group_alive()
     script.signal(signal.SIGKILL)  # a group known to be gone is left alone
+
+
+@pytest.mark.parametrize("grace", [-1.0, float("nan")])
+def test_a_negative_stop_grace_is_refused(tmp_path: Path, grace: float) -> None:
+    job = TrainingJob(script(tmp_path, "pass\n"), [], output_path=tmp_path, stop_grace=grace)
+    with pytest.raises(JobConfigError, match="stop grace must be at least 0 seconds"):
+        job.run(live=False)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipemode import __version__ as native_version
 from pipemode.errors import PipeModeError
 from pipemode.runner.job import DEFAULT_OUTPUT_PATH
 from pipemode.runner.processes import DEFAULT_STOP_GRACE
@@ -25,9 +26,7 @@ def version() -> str:
     try:
         return importlib.metadata.version("pipemode")
     except importlib.metadata.PackageNotFoundError:
-        from pipemode import __version__
-
-        return __version__
+        return native_version
 
 
 def positive_int(text: str) -> int:
@@ -175,14 +174,24 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         "files named part-NNNNN.recordio or .tfrecord.",
     )
     generate.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="made if missing")
-    generate.add_argument("--records", type=non_negative_int, default=10_000, help="in all")
-    generate.add_argument("--dimension", type=positive_int, default=1024, help="floats a record")
-    generate.add_argument("--classes", type=positive_int, default=2, help="label values")
     generate.add_argument(
-        "--format", dest="record_format", choices=_FORMATS, default="RecordIO", help="framing"
+        "--records", type=non_negative_int, default=10_000, help="records to write"
     )
-    generate.add_argument("--files", type=positive_int, default=1, help="the records split in")
-    generate.add_argument("--seed", type=int, default=0, help="of the random values")
+    generate.add_argument(
+        "--dimension", type=positive_int, default=1024, help="float64 values per record"
+    )
+    generate.add_argument("--classes", type=positive_int, default=2, help="classes (label values)")
+    generate.add_argument(
+        "--format",
+        dest="record_format",
+        choices=_FORMATS,
+        default="RecordIO",
+        help="record framing",
+    )
+    generate.add_argument(
+        "--files", type=positive_int, default=1, help="files to split the records over"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="seed of the random values")
 
 
 def _add_demo(commands: argparse._SubParsersAction) -> None:
@@ -207,7 +216,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         help="decode the Examples in Rust (PipeModeDataset(features=...)) instead of in TF",
     )
     _add_output_path(demo)
-    demo.add_argument("--seed", type=int, default=0, help="of the generated data")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated data")
 
 
 def parser() -> argparse.ArgumentParser:
