@@ -24,6 +24,7 @@ from pipemode.runner.job import HostFolder, host_config
 from pipemode.runner.processes import ScriptProcess
 from runner_helpers import (
     PIDS_VARIABLE,
+    fifos_under,
     folder_of_files,
     kill_kept_pids,
     process_gone,
@@ -94,6 +95,36 @@ def start(runners: list[Runner], tmp_path: Path, entry: Path, *options: str) -> 
     )
     runners.append(runner)
     return runner
+
+
+def test_ctrl_c_is_forwarded_to_the_script_and_nothing_is_left(
+    tmp_path: Path, pids: Path, runners: list[Runner]
+) -> None:
+    data = folder_of_files(tmp_path / "d", {"x": b"x" * 1000})
+    entry = script(
+        tmp_path,
+        """
+        keep_pid("script")
+        read_epoch("train", 0)
+        try:
+            print("ready", flush=True)  # inside the try: the test's Ctrl-C may follow at once
+            time.sleep(60)
+        except KeyboardInterrupt:
+            record("interrupted.json", True)
+            raise
+        """,
+    )
+    runner = start(runners, tmp_path, entry, "--channel", f"train={data}")
+    runner.wait_for_line("ready")
+    runner.process.send_signal(signal.SIGINT)
+    code, stderr, _ = runner.finish()
+    assert code == 128 + signal.SIGINT
+    job = tmp_path / "out" / "job"
+    assert recorded(job, "interrupted.json") is True
+    assert "interrupted by SIGINT" in (job / "algo-1" / "output" / "failure").read_text()
+    assert "exit code 130" in stderr
+    assert fifos_under(job) == []
+    assert process_gone(kept_pid(pids, "script"))
 
 
 # algo-2 keeps running through SIGTERM; algo-1 fails once algo-2 is ready to resist it.
