@@ -334,7 +334,7 @@ class _Run:
         self.folders = [HostFolder(self.job_dir / host) for host in hosts]
         self.feeders: list[ChannelFeeder] = []
         self.groups = ProcessGroups(job.stop_grace)
-        self.scripts = self.groups.scripts
+        self.scripts = self.groups.scripts  # the same list: a script started is one stopped
         self.forwarders: list[threading.Thread] = []
         self.tails = {h: collections.deque[str](maxlen=_FAILURE_TAIL_LINES) for h in hosts}
         self.failed_feeders: list[ChannelFeeder] = []  # appended to by the feeder threads
