@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import stat
 import textwrap
 from pathlib import Path
@@ -25,7 +28,18 @@ def read_epoch(channel, epoch, limit=-1):
 def record(name, value):
     with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], name), "w") as f:
         json.dump(value, f)
+def keep_pid(name, pid=None):  # for the test to check, and to clean up after a failure
+    path = os.path.join(os.environ["PIPEMODE_TEST_PIDS"], name)
+    with open(path + ".tmp", "w") as f:
+        f.write(str(pid or os.getpid()))
+    os.rename(path + ".tmp", path)
+def wait_for_pid(name):
+    while not os.path.exists(os.path.join(os.environ["PIPEMODE_TEST_PIDS"], name)):
+        time.sleep(0.01)
 """
+
+# The folder where scripts keep the pids of what they start (see the `pids` fixtures).
+PIDS_VARIABLE = "PIPEMODE_TEST_PIDS"
 
 
 def script(tmp_path: Path, body: str, name: str = "train.py") -> Path:
@@ -52,3 +66,25 @@ def fifos_under(root: Path) -> list[Path]:
 def run(tmp_path: Path, entry: Path, channels: list[Channel], **options: Any) -> JobResult:
     options.setdefault("job_name", "job")
     return TrainingJob(entry, channels, output_path=tmp_path / "out", **options).run(live=False)
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited: a zombie counts as gone (this machine's init never reaps)."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return status[status.rindex(")") + 2] == "Z"
+
+
+def kill_kept_pids(folder: Path) -> None:
+    """Kills what the scripts of a test kept the pids of, and their groups, if still running."""
+    for kept in folder.iterdir():
+        if kept.suffix == ".tmp":  # being written
+            continue
+        pid = int(kept.read_text())
+        if process_gone(pid):
+            continue
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)

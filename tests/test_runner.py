@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tarfile
@@ -268,39 +267,6 @@ def test_a_channel_that_cannot_be_served_fails_the_job(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "broken.gz" in (result.failure or "")
     assert "channel train" in (result.failure or "")
-
-
-def test_ctrl_c_is_forwarded_to_the_script_and_nothing_is_left(tmp_path: Path) -> None:
-    data = folder_of_files(tmp_path / "d", {"x": b"x" * 1000})
-    entry = script(
-        tmp_path,
-        """
-        import time
-        read_epoch("train", 0)
-        try:
-            print("ready", flush=True)  # inside the try: the test's Ctrl-C may follow at once
-            time.sleep(60)
-        except KeyboardInterrupt:
-            record("interrupted.json", True)
-            raise
-        """,
-    )
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "pipemode", "train", "--channel", f"train={data}",
-         "--output-path", str(tmp_path / "out"), "--job-name", "job", str(entry)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert runner.stdout is not None
-    assert runner.stdout.readline() == b"ready\n"
-    runner.send_signal(signal.SIGINT)
-    _, stderr = runner.communicate(timeout=30)
-    assert runner.returncode == 128 + signal.SIGINT
-    job = tmp_path / "out" / "job"
-    assert recorded(job, "interrupted.json") is True
-    assert "interrupted by SIGINT" in (job / "algo-1" / "output" / "failure").read_text()
-    assert b"exit code 130" in stderr
-    assert fifos_under(job) == []
 
 
 _READ_ONE_EPOCH = """

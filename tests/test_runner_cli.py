@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,66 @@ def test_the_demo_refuses_counts_below_one_with_a_usage_error(
         == f"pipemode demo: error: argument {option}: must be at least 1, not 0"
     )
     assert "Traceback" not in error
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"pipemode {importlib.metadata.version('pipemode')}\n"
+
+
+def test_train_help_shows_the_defaults_and_explains_the_modes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # no line wrapped inside a word
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: pipemode-output)" in shown
+    assert "--input-mode {Pipe,File,FastFile}" in shown and "(default: Pipe)" in shown
+    assert 'FastFile does the same here and is written "File" in inputdataconfig.json' in shown
+    assert "--stop-grace SECONDS" in shown and "(default: 120.0)" in shown
+    assert "(default: None)" not in shown
+
+
+def test_demo_help_says_what_the_demo_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "The SageMaker Pipe Mode tutorial on this machine" in shown
+    assert "--train-records TRAIN_RECORDS generated (default: 20000)" in shown
+
+
+def test_train_without_a_script_says_the_script_is_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["train"])
+    assert exited.value.code == 2
+    usage, error = capsys.readouterr().err.splitlines()[-2:]
+    assert usage.startswith("usage: ") and usage.endswith(
+        " train [options] ENTRY_POINT [SCRIPT_ARGS ...]"
+    )
+    assert error.endswith("train: error: the training script ENTRY_POINT is required")
+
+
+@pytest.mark.parametrize("grace", ["-1", "soon", "nan"])
+def test_a_bad_stop_grace_is_a_usage_error(capsys: pytest.CaptureFixture[str], grace: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--stop-grace", grace, "train.py"])
+    assert exited.value.code == 2
+    assert "argument --stop-grace: " in capsys.readouterr().err
+
+
+def test_the_default_output_folder_is_ignored_by_git() -> None:
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(
+        ["git", "-C", str(root), "check-ignore", "-q", "pipemode-output/job/output/model.tar.gz"]
+    )
+    assert ignored.returncode == 0

@@ -3,42 +3,24 @@
 Generates the tutorial's synthetic train and eval channels, runs the tutorial's Keras training
 script through the local Pipe Mode runner (FIFOs fed epoch after epoch, as SageMaker feeds them),
 and reports the evaluation accuracy and the input throughput. The defaults take about a minute on
-two cores; the job's model.tar.gz stays under --output-path.
+two cores; the job's model.tar.gz stays under `output_path`. The CLI's options are in cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from pipemode.cli import positive_int
 from pipemode.errors import PipeModeError
 from pipemode.examples import TUTORIAL, TUTORIAL_DENSE
 from pipemode.generate import generate
 from pipemode.runner import Channel, JobResult, TrainingJob
-from pipemode.runner.job import default_job_name
+from pipemode.runner.job import DEFAULT_OUTPUT_PATH, default_job_name
 
-__all__ = ["add_arguments", "run"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # At least 1 of each: records per second divide by the train records, and the tutorial
-    # evaluates the model on the eval channel.
-    parser.add_argument("--train-records", type=positive_int, default=20_000)
-    parser.add_argument("--eval-records", type=positive_int, default=4_000)
-    parser.add_argument("--epochs", type=positive_int, default=5, help="training epochs")
-    parser.add_argument("--steps", type=positive_int, default=300, help="training steps per epoch")
-    parser.add_argument(
-        "--dense",
-        action="store_true",
-        help="decode the Examples in Rust (PipeModeDataset(features=...)) instead of in TF",
-    )
-    parser.add_argument("--output-path", type=Path, default=Path("pipemode-output"))
-    parser.add_argument("--seed", type=int, default=0)
+__all__ = ["run_demo"]
 
 
 def _report(result: JobResult, metrics: dict[str, float], record_bytes: float, dense: bool) -> str:
@@ -60,7 +42,20 @@ def _report(result: JobResult, metrics: dict[str, float], record_bytes: float, d
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run_demo(
+    *,
+    train_records: int = 20_000,
+    eval_records: int = 4_000,
+    epochs: int = 5,
+    steps: int = 300,
+    dense: bool = False,
+    output_path: Path = DEFAULT_OUTPUT_PATH,
+    seed: int = 0,
+) -> int:
+    """Generates the channels, trains, prints the report; returns the job's exit code."""
+    if min(train_records, eval_records, epochs, steps) < 1:
+        # Records per second divide by the train records; the tutorial evaluates on eval.
+        raise ValueError("the record counts, epochs and steps must be at least 1")
     # The training script imports TensorFlow in its own process: say what is missing up front
     # rather than after generating the data, in a traceback from the script.
     if importlib.util.find_spec("tensorflow") is None:
@@ -68,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pipemode-demo-") as scratch:
         data = Path(scratch)
         made = {}
-        for channel, records, seed in (
-            ("train", args.train_records, args.seed),
-            ("eval", args.eval_records, args.seed + 1),
+        for channel, records, channel_seed in (
+            ("train", train_records, seed),
+            ("eval", eval_records, seed + 1),
         ):
-            made[channel] = generate(data / channel, records, files=4, seed=seed)
+            made[channel] = generate(data / channel, records, files=4, seed=channel_seed)
             print(
                 f"pipemode demo: generated {channel}: {records} records, "
                 f"{made[channel].bytes / 1e6:.0f} MB in {made[channel].seconds:.2f} s "
@@ -80,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         # What one record takes in the FIFO, framing included: the unit of records/s.
-        record_bytes = sum(f.stat().st_size for f in made["train"].files) / args.train_records
+        record_bytes = sum(f.stat().st_size for f in made["train"].files) / train_records
         job = TrainingJob(
-            entry_point=TUTORIAL_DENSE if args.dense else TUTORIAL,
+            entry_point=TUTORIAL_DENSE if dense else TUTORIAL,
             channels=[Channel("train", str(data / "train")), Channel("eval", str(data / "eval"))],
-            hyperparameters={"epochs": str(args.epochs), "steps": str(args.steps)},
-            output_path=args.output_path,
+            hyperparameters={"epochs": str(epochs), "steps": str(steps)},
+            output_path=output_path,
             job_name=default_job_name("pipemode-demo"),
         )
         result = job.run()
@@ -93,5 +88,5 @@ def run(args: argparse.Namespace) -> int:
         return result.exit_code
     metrics_file = result.hosts[0].output_data_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text())
-    print(_report(result, metrics, record_bytes, args.dense))
+    print(_report(result, metrics, record_bytes, dense))
     return 0

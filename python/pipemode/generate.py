@@ -9,17 +9,16 @@ split into. Records are written with pipemode's Rust writer.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipemode.cli import non_negative_int, positive_int
+from pipemode.decode import encode_example
+from pipemode.reader import RecordWriter
 
-__all__ = ["GenerateResult", "add_arguments", "generate", "run"]
+__all__ = ["GenerateResult", "generate"]
 
 _SUFFIXES = {"RecordIO": "recordio", "TFRecord": "tfrecord"}
 # Records drawn per numpy call: big enough to amortise the call, small enough to stay in cache.
@@ -49,8 +48,6 @@ def generate(
     seed: int = 0,
 ) -> GenerateResult:
     """Writes `records` records over `files` files named `part-NNNNN.<format>` in `out_dir`."""
-    from pipemode import RecordWriter, encode_example
-
     if record_format not in _SUFFIXES:
         raise ValueError(f"record_format must be RecordIO or TFRecord, not {record_format!r}")
     if records < 0 or dimension < 1 or classes < 1 or files < 1:
@@ -77,34 +74,3 @@ def generate(
                     total += len(record)
         paths.append(path)
     return GenerateResult(paths, records, total, time.perf_counter() - started)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    parser.add_argument("--records", type=non_negative_int, default=10_000)
-    parser.add_argument("--dimension", type=positive_int, default=1024)
-    parser.add_argument("--classes", type=positive_int, default=2)
-    parser.add_argument(
-        "--format", dest="record_format", choices=list(_SUFFIXES), default="RecordIO"
-    )
-    parser.add_argument("--files", type=positive_int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    result = generate(
-        args.out_dir,
-        args.records,
-        dimension=args.dimension,
-        classes=args.classes,
-        record_format=args.record_format,
-        files=args.files,
-        seed=args.seed,
-    )
-    print(
-        f"pipemode generate: {result.records} {args.record_format} records "
-        f"({result.bytes / 1e6:.1f} MB of Examples) in {len(result.files)} file(s) under "
-        f"{args.out_dir}, {result.seconds:.2f} s, {result.megabytes_per_second:.0f} MB/s",
-        file=sys.stderr,
-    )
-    return 0

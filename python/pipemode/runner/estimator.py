@@ -14,7 +14,8 @@ from typing import Any, Union
 
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel
-from pipemode.runner.job import JobResult, TrainingJob
+from pipemode.runner.job import DEFAULT_OUTPUT_PATH, JobResult, TrainingJob, default_job_name
+from pipemode.runner.processes import DEFAULT_STOP_GRACE
 
 __all__ = ["Estimator", "ShuffleConfig", "TrainingFailedError", "TrainingInput"]
 
@@ -80,11 +81,12 @@ class Estimator:
         *,
         hyperparameters: dict[str, Any] | None = None,
         input_mode: str = "Pipe",
-        output_path: str | os.PathLike[str] = "pipemode-output",
+        output_path: str | os.PathLike[str] = DEFAULT_OUTPUT_PATH,
         instance_count: int = 1,
         base_job_name: str | None = None,
         environment: dict[str, str] | None = None,
         script_args: list[str] | None = None,
+        stop_grace: float = DEFAULT_STOP_GRACE,
     ) -> None:
         self.entry_point = Path(entry_point)
         self.hyperparameters = dict(hyperparameters or {})
@@ -94,6 +96,8 @@ class Estimator:
         self.base_job_name = base_job_name
         self.environment = dict(environment or {})
         self.script_args = list(script_args or [])
+        # Seconds a stopping job's scripts get between SIGTERM and SIGKILL (SageMaker: 120).
+        self.stop_grace = stop_grace
         self.latest_job: JobResult | None = None
 
     @property
@@ -123,8 +127,6 @@ class Estimator:
     ) -> JobResult:
         """Runs the job; raises TrainingFailedError if the script fails, as the SDK does."""
         if job_name is None and self.base_job_name:
-            from pipemode.runner.job import default_job_name
-
             job_name = default_job_name(self.base_job_name)
         job = TrainingJob(
             entry_point=self.entry_point,
@@ -135,6 +137,7 @@ class Estimator:
             job_name=job_name,
             instance_count=self.instance_count,
             environment=self.environment,
+            stop_grace=self.stop_grace,
         )
         self.latest_job = job.run(live=live)
         if not self.latest_job.succeeded:

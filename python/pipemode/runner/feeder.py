@@ -19,11 +19,12 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from pipemode.reader import RecordWriter
 from pipemode.runner.channels import Channel
 from pipemode.runner.sources import (
     DataObject,
@@ -211,8 +212,6 @@ class ChannelFeeder:
 
     def _send_wrapped(self, fifo: Path, objects: list[DataObject]) -> None:
         """Writes each object as one RecordIO record, framed by the Rust writer as dmlc does."""
-        from pipemode import RecordWriter
-
         # The writer opens the FIFO by its path. Holding a read end of our own for that moment
         # makes the open return at once even if the script has already closed its end.
         guard = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -220,18 +219,21 @@ class ChannelFeeder:
             writer = RecordWriter(str(fifo), "RecordIO")
         finally:
             os.close(guard)
+        # Closed at once when the epoch ends early: its fetch threads are joined there and then.
+        records = contextlib.closing(_prefetched(objects, self._whole, _WRAPPED_PREFETCH))
         try:
-            for record in _prefetched(objects, self._whole, _WRAPPED_PREFETCH):
-                writer.write(record)
-                self.stats.bytes += len(record)
-                if self._stop.is_set():
-                    raise _Stopped
+            with records as prefetched:
+                for record in prefetched:
+                    writer.write(record)
+                    self.stats.bytes += len(record)
+                    if self._stop.is_set():
+                        raise _Stopped
         finally:
             with contextlib.suppress(BrokenPipeError):
                 writer.close()
 
 
-def _prefetched(items: list[T], load: Callable[[T], R], depth: int) -> Iterator[R]:
+def _prefetched(items: list[T], load: Callable[[T], R], depth: int) -> Generator[R, None, None]:
     """`map(load, items)` in order, with up to `depth` loads running ahead in threads."""
     with concurrent.futures.ThreadPoolExecutor(depth, thread_name_prefix="pipemode-fetch") as pool:
         pending: collections.deque[concurrent.futures.Future[R]] = collections.deque()

@@ -1,9 +1,10 @@
 """A training job run locally as SageMaker runs it: job folder, config files, SM_* environment.
 
 Each host (`algo-1` .. `algo-N`) gets a folder laid out like `/opt/ml`, its own feeders and its
-own process running the entry point with the current Python. When the last process ends, the
-feeders stop, the FIFOs go, and `model/` and `output/data` of the first host are packed under
-`<output_path>/<job_name>/output/`, as SageMaker uploads them to S3.
+own process group running the entry point with the current Python. When the last script ends
+(and whatever it left running has been ended), the feeders stop, the FIFOs go, and `model/` and
+`output/data` of the first host are packed under `<output_path>/<job_name>/output/`, as SageMaker
+uploads them to S3, with a failed job's reason in `output/failure` beside them.
 """
 
 from __future__ import annotations
@@ -23,16 +24,33 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TextIO
+from typing import IO, Any, TextIO
 
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel, validate_name
 from pipemode.runner.feeder import ChannelFeeder, ChannelStats
+from pipemode.runner.processes import (
+    DEFAULT_STOP_GRACE,
+    KILL_WAIT,
+    ProcessGroups,
+    ScriptProcess,
+    signal_name,
+)
 from pipemode.runner.progress import Progress, format_bytes, format_rate
 from pipemode.runner.sources import DataObject, epoch_objects, read_chunks, relative_name, resolve
 
-__all__ = ["HostFolder", "JobResult", "TrainingJob", "default_job_name"]
+__all__ = [
+    "DEFAULT_OUTPUT_PATH",
+    "HostConfig",
+    "HostFolder",
+    "JobResult",
+    "TrainingJob",
+    "default_job_name",
+    "host_config",
+]
 
+# Where jobs go unless told otherwise, relative to the current folder.
+DEFAULT_OUTPUT_PATH = Path("pipemode-output")
 # How long a feeder or an output forwarder may take to notice the end of the job.
 _SHUTDOWN_GRACE = 5.0
 _FAILURE_TAIL_LINES = 40
@@ -103,6 +121,8 @@ class JobResult:
     output_data: Path
     failure: str | None
     channels: list[ChannelStats]
+    # `<job>/output/failure`, beside model.tar.gz, when the job failed.
+    failure_file: Path | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -122,9 +142,11 @@ class JobResult:
                 f"{format_rate(s.throughput)} while read"
                 + (f", error: {s.error}" if s.error else "")
             )
-        lines.append(f"  model: {self.model_data}")
-        if self.failure:
-            lines.append(f"  failure: {self.failure.splitlines()[0]}")
+        if self.succeeded:
+            lines.append(f"  model: {self.model_data}")
+        else:
+            lines.append(f"  failure: {self.failure_file}")
+            lines.append(f"  reason: {(self.failure or '').splitlines()[0]}")
         return "\n".join(lines)
 
 
@@ -136,10 +158,12 @@ class TrainingJob:
     channels: list[Channel]
     hyperparameters: dict[str, str] = field(default_factory=dict)
     script_args: list[str] = field(default_factory=list)
-    output_path: Path = Path("pipemode-output")
+    output_path: Path = DEFAULT_OUTPUT_PATH
     job_name: str | None = None
     instance_count: int = 1
     environment: dict[str, str] = field(default_factory=dict)
+    # Seconds between the SIGTERM that stops a job (a failure, Ctrl-C) and SIGKILL.
+    stop_grace: float = DEFAULT_STOP_GRACE
 
     def run(
         self,
@@ -150,9 +174,11 @@ class TrainingJob:
     ) -> JobResult:
         """Runs the job to its end and returns what happened.
 
-        The FIFOs and File-mode copies are always removed. The feeder and output threads are
-        waited for at most `_SHUTDOWN_GRACE` seconds in all; any still running then (say, in
-        a read from S3 that hangs) are daemon threads, left behind to end with the process.
+        The FIFOs and File-mode copies are always removed, and every process the scripts
+        started has ended. The feeder and output threads are then waited for at most
+        `_SHUTDOWN_GRACE` seconds in all; one still running then (a feeder in a read from S3
+        that hangs, a forwarder whose pipe a process that left its group still holds) is a
+        daemon thread, left behind to end with the process.
         """
         stdout = stdout or sys.stdout
         stderr = stderr or sys.stderr
@@ -173,6 +199,8 @@ class TrainingJob:
         job_name = validate_name("job", self.job_name or default_job_name(entry))
         if self.instance_count < 1:
             raise JobConfigError(f"instance count must be at least 1, not {self.instance_count}")
+        if not self.stop_grace >= 0:  # NaN too
+            raise JobConfigError(f"stop grace must be at least 0 seconds, not {self.stop_grace}")
         names = [c.name for c in self.channels]
         if len(set(names)) != len(names):
             raise JobConfigError(f"channel names must be unique: {names}")
@@ -192,13 +220,100 @@ class TrainingJob:
         return job_name, hosts, objects
 
 
-def _returncode(code: int) -> int:
-    """A process killed by signal N exits, as a shell reports it, with 128 + N."""
-    return 128 - code if code < 0 else code
+@dataclass(frozen=True)
+class HostConfig:
+    """What one host's script is given: its config files (name to JSON content, written under
+    `input/config`) and the SM_* variables of the SageMaker training toolkit."""
+
+    files: dict[str, Any]
+    environment: dict[str, str]
+
+
+def host_config(
+    job: TrainingJob, job_name: str, hosts: Sequence[str], host: str, folder: HostFolder
+) -> HostConfig:
+    """Builds one host's configuration from the job alone: it reads and writes nothing."""
+    channels = sorted(c.name for c in job.channels)
+    input_config = {c.name: c.container_config() for c in job.channels}
+    resource = {
+        "current_host": host,
+        "current_group_name": "homogeneousCluster",
+        "hosts": list(hosts),
+        "network_interface_name": "lo",
+    }
+    num_cpus = os.cpu_count() or 1
+    entry_point = Path(job.entry_point).name
+    training_env = {
+        "channel_input_dirs": {c: str(folder.data_dir / c) for c in channels},
+        "current_host": host,
+        "hosts": list(hosts),
+        "hyperparameters": job.hyperparameters,
+        "input_config_dir": str(folder.config_dir),
+        "input_data_config": input_config,
+        "input_dir": str(folder.input_dir),
+        "job_name": job_name,
+        "model_dir": str(folder.model_dir),
+        "network_interface_name": resource["network_interface_name"],
+        "num_cpus": num_cpus,
+        "num_gpus": 0,
+        "output_data_dir": str(folder.output_data_dir),
+        "output_dir": str(folder.output_dir),
+        "resource_config": resource,
+        "user_entry_point": entry_point,
+    }
+    env = {
+        "SAGEMAKER_BASE_DIR": str(folder.root),
+        "TRAINING_JOB_NAME": job_name,
+        "SM_CHANNELS": json.dumps(channels),
+        "SM_INPUT_DATA_CONFIG": json.dumps(input_config),
+        "SM_INPUT_DIR": str(folder.input_dir),
+        "SM_INPUT_CONFIG_DIR": str(folder.config_dir),
+        "SM_MODEL_DIR": str(folder.model_dir),
+        "SM_OUTPUT_DIR": str(folder.output_dir),
+        "SM_OUTPUT_DATA_DIR": str(folder.output_data_dir),
+        "SM_HPS": json.dumps(job.hyperparameters),
+        "SM_HOSTS": json.dumps(list(hosts)),
+        "SM_CURRENT_HOST": host,
+        "SM_NETWORK_INTERFACE_NAME": str(resource["network_interface_name"]),
+        "SM_RESOURCE_CONFIG": json.dumps(resource),
+        "SM_NUM_CPUS": str(num_cpus),
+        "SM_NUM_GPUS": "0",
+        "SM_USER_ENTRY_POINT": entry_point,
+        "SM_USER_ARGS": json.dumps(_script_args(job)),
+        "SM_TRAINING_ENV": json.dumps(training_env),
+    }
+    for name in channels:
+        env[f"SM_CHANNEL_{name.upper()}"] = str(folder.data_dir / name)
+    for key, value in job.hyperparameters.items():
+        env[f"SM_HP_{key.upper()}"] = value
+    files = {
+        "hyperparameters.json": dict(job.hyperparameters),
+        "inputdataconfig.json": input_config,
+        "resourceconfig.json": resource,
+    }
+    return HostConfig(files, env)
+
+
+@dataclass(frozen=True)
+class _Cause:
+    """The first thing that went wrong in a run: what the failure reason names."""
+
+    reason: str
+    exit_code: int
+    # Whose stderr tail follows the reason; None for a channel, whose own error says it all.
+    host: str | None = None
+    signum: int | None = None
 
 
 class _Run:
-    """The moving parts of one run: host folders, feeders, processes, output forwarding."""
+    """The moving parts of one run: host folders, feeders, scripts, output forwarding.
+
+    The first failure (a channel that cannot be served, a script that exits non-zero, a Ctrl-C
+    or SIGTERM to the runner) is the job's cause and stops it: every host's process group gets
+    SIGTERM (or the signal received), then SIGKILL once the stop grace has passed. When every
+    script has exited, whatever they left running is ended the same way, then the feeders and
+    output threads are joined: a job leaves nothing behind.
+    """
 
     def __init__(
         self,
@@ -218,27 +333,29 @@ class _Run:
         self.job_dir = Path(job.output_path).resolve() / job_name
         self.folders = [HostFolder(self.job_dir / host) for host in hosts]
         self.feeders: list[ChannelFeeder] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.groups = ProcessGroups(job.stop_grace)
+        self.scripts = self.groups.scripts  # the same list: a script started is one stopped
         self.forwarders: list[threading.Thread] = []
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=_FAILURE_TAIL_LINES)
-        self.feeder_failed = threading.Event()
-        self.signals: list[int] = []
+        self.tails = {h: collections.deque[str](maxlen=_FAILURE_TAIL_LINES) for h in hosts}
+        self.failed_feeders: list[ChannelFeeder] = []  # appended to by the feeder threads
+        self.signals: list[int] = []  # appended to by the signal handler
+        self.exit_codes: dict[str, int] = {}
+        self.cause: _Cause | None = None
+        self.first_failed_code = 0
 
     # -- setting up --------------------------------------------------------------------------
 
-    def _write_config(self, folder: HostFolder, host: str) -> None:
-        configs = {
-            "hyperparameters.json": self.job.hyperparameters,
-            "inputdataconfig.json": {c.name: c.container_config() for c in self.job.channels},
-            "resourceconfig.json": {
-                "current_host": host,
-                "current_group_name": "homogeneousCluster",
-                "hosts": self.hosts,
-                "network_interface_name": "lo",
-            },
-        }
-        for name, content in configs.items():
+    def _set_up_host(self, index: int, folder: HostFolder, host: str) -> dict[str, str]:
+        """Makes the host's folder, config files and inputs; returns its script's SM_* vars."""
+        folder.create()
+        config = host_config(self.job, self.job_name, self.hosts, host, folder)
+        for name, content in config.files.items():
             (folder.config_dir / name).write_text(json.dumps(content, indent=2) + "\n")
+        for channel in self.job.channels:
+            if not channel.is_pipe:
+                self._materialise(channel, folder, index)
+        self._start_feeders(folder, index)
+        return config.environment
 
     def _materialise(self, channel: Channel, folder: HostFolder, host_index: int) -> None:
         """Copies a File-mode channel's objects (this host's shard) under input/data/<channel>."""
@@ -251,58 +368,6 @@ class _Run:
                 for chunk in read_chunks(source):
                     sink.write(chunk)
 
-    def environment(self, folder: HostFolder, host: str) -> dict[str, str]:
-        """The SM_* variables the SageMaker training toolkit sets, for one host."""
-        job = self.job
-        channels = sorted(c.name for c in job.channels)
-        input_config = {c.name: c.container_config() for c in job.channels}
-        resource = json.loads((folder.config_dir / "resourceconfig.json").read_text())
-        args = _script_args(job)
-        training_env = {
-            "channel_input_dirs": {c: str(folder.data_dir / c) for c in channels},
-            "current_host": host,
-            "hosts": self.hosts,
-            "hyperparameters": job.hyperparameters,
-            "input_config_dir": str(folder.config_dir),
-            "input_data_config": input_config,
-            "input_dir": str(folder.input_dir),
-            "job_name": self.job_name,
-            "model_dir": str(folder.model_dir),
-            "network_interface_name": resource["network_interface_name"],
-            "num_cpus": os.cpu_count() or 1,
-            "num_gpus": 0,
-            "output_data_dir": str(folder.output_data_dir),
-            "output_dir": str(folder.output_dir),
-            "resource_config": resource,
-            "user_entry_point": Path(job.entry_point).name,
-        }
-        env = {
-            "SAGEMAKER_BASE_DIR": str(folder.root),
-            "TRAINING_JOB_NAME": self.job_name,
-            "SM_CHANNELS": json.dumps(channels),
-            "SM_INPUT_DATA_CONFIG": json.dumps(input_config),
-            "SM_INPUT_DIR": str(folder.input_dir),
-            "SM_INPUT_CONFIG_DIR": str(folder.config_dir),
-            "SM_MODEL_DIR": str(folder.model_dir),
-            "SM_OUTPUT_DIR": str(folder.output_dir),
-            "SM_OUTPUT_DATA_DIR": str(folder.output_data_dir),
-            "SM_HPS": json.dumps(job.hyperparameters),
-            "SM_HOSTS": json.dumps(self.hosts),
-            "SM_CURRENT_HOST": host,
-            "SM_NETWORK_INTERFACE_NAME": resource["network_interface_name"],
-            "SM_RESOURCE_CONFIG": json.dumps(resource),
-            "SM_NUM_CPUS": str(training_env["num_cpus"]),
-            "SM_NUM_GPUS": "0",
-            "SM_USER_ENTRY_POINT": training_env["user_entry_point"],
-            "SM_USER_ARGS": json.dumps(args),
-            "SM_TRAINING_ENV": json.dumps(training_env),
-        }
-        for name in channels:
-            env[f"SM_CHANNEL_{name.upper()}"] = str(folder.data_dir / name)
-        for key, value in job.hyperparameters.items():
-            env[f"SM_HP_{key.upper()}"] = value
-        return env
-
     def _start_feeders(self, folder: HostFolder, host_index: int) -> None:
         for channel in self.job.channels:
             if not channel.is_pipe:
@@ -314,93 +379,107 @@ class _Run:
                 self.hosts[host_index],
                 host_index,
                 len(self.hosts),
-                on_error=self._feeder_error,
+                on_error=lambda feeder, error: self.failed_feeders.append(feeder),
             )
             self.feeders.append(feeder)
             feeder.start()
 
-    def _feeder_error(self, feeder: ChannelFeeder, error: BaseException) -> None:
-        self.feeder_failed.set()
-
-    def _start_worker(self, folder: HostFolder, host: str, progress: Progress) -> None:
+    def _start_script(self, host: str, sm_env: dict[str, str], progress: Progress) -> None:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")  # so the script's output streams through
-        env.update(self.environment(folder, host))
+        env.update(sm_env)
         env.update(self.job.environment)
-        command = [
-            sys.executable,
-            str(Path(self.job.entry_point).resolve()),
-            *_script_args(self.job),
-        ]
-        # A session of its own: a Ctrl-C reaches the runner only, which forwards it (see _wait).
-        worker = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self.workers.append(worker)
+        command = [sys.executable, str(Path(self.job.entry_point).resolve())]
+        script = ScriptProcess(host, command + _script_args(self.job), env, subprocess.PIPE)
+        self.scripts.append(script)
         prefix = f"{host}: " if len(self.hosts) > 1 else ""
-        assert worker.stdout is not None and worker.stderr is not None
-        for pipe, target, tail in (
-            (worker.stdout, self.stdout, False),
-            (worker.stderr, self.stderr, True),
+        process = script.process
+        assert process.stdout is not None and process.stderr is not None
+        for pipe, target, tail, name in (
+            (process.stdout, self.stdout, None, "stdout"),
+            (process.stderr, self.stderr, self.tails[host], "stderr"),
         ):
             thread = threading.Thread(
-                target=self._forward, args=(pipe, target, progress, prefix, tail), daemon=True
+                target=_forward,
+                args=(pipe, target, progress, prefix, tail),
+                name=f"pipemode-{name}-{host}",
+                daemon=True,  # only left running if a process escaped its group with the pipe
             )
             self.forwarders.append(thread)
             thread.start()
-
-    def _forward(
-        self, pipe: IO[bytes], target: TextIO, progress: Progress, prefix: str, tail: bool
-    ) -> None:
-        with pipe:
-            for raw in iter(pipe.readline, b""):
-                line = raw.decode(errors="replace")
-                if tail:
-                    self.stderr_tail.append(prefix + line)
-                progress.emit(target, prefix + line)
 
     # -- running ---------------------------------------------------------------------------
 
     def execute(self, live: bool) -> int:
         try:
-            for index, (folder, host) in enumerate(zip(self.folders, self.hosts)):
-                folder.create()
-                self._write_config(folder, host)
-                for channel in self.job.channels:
-                    if not channel.is_pipe:
-                        self._materialise(channel, folder, index)
-                self._start_feeders(folder, index)
+            environments = [
+                self._set_up_host(index, folder, host)
+                for index, (folder, host) in enumerate(zip(self.folders, self.hosts))
+            ]
             stats = [feeder.stats for feeder in self.feeders]
             with Progress(stats, self.stderr, live) as progress, self._forwarding_signals():
-                for folder, host in zip(self.folders, self.hosts):
+                for host, sm_env in zip(self.hosts, environments):
                     if self.signals:
                         break  # interrupted while starting: start no more
-                    self._start_worker(folder, host, progress)
-                exit_code = self._wait()
-                _join_all(self.forwarders, _SHUTDOWN_GRACE)
-            return exit_code
+                    self._start_script(host, sm_env, progress)
+                self._wait()
+                for feeder in self.feeders:
+                    feeder.stop()
+                _join_all([*self.forwarders, *self.feeders], _SHUTDOWN_GRACE)
+            return self._exit_code()
         finally:
             self._stop_everything()
 
-    def _signal_workers(self, signum: int) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(worker.pid, signum)
+    def _wait(self) -> None:
+        """Until every script and all it started have ended (or resisted SIGKILL too long)."""
+        while True:
+            self._note_failures()
+            if self.cause is not None:
+                self.groups.stop()
+            if self.groups.settle():
+                return
+            time.sleep(0.05)
+
+    def _note_failures(self) -> None:
+        """Records the first failure as the cause, and the scripts' exits as they come."""
+        if self.signals:
+            signum = self.signals[0]
+            name = f"{Path(self.job.entry_point).name} interrupted by {signal_name(signum)}"
+            self._note(_Cause(f"AlgorithmError: {name}", 128 + signum, signum=signum))
+        for feeder in self.failed_feeders:
+            stats = feeder.stats
+            self._note(_Cause(f"channel {stats.channel} on {stats.host} failed: {stats.error}", 1))
+        for script in self.scripts:
+            code = script.poll()
+            if code is None or script.host in self.exit_codes:
+                continue
+            self.exit_codes[script.host] = code
+            if code != 0:
+                self.first_failed_code = self.first_failed_code or code
+                self._note(_Cause(self._script_failure(script.host, code), code, script.host))
+
+    def _note(self, cause: _Cause) -> None:
+        if self.cause is None:
+            self.cause = cause
+
+    def _script_failure(self, host: str, code: int) -> str:
+        script = Path(self.job.entry_point).name
+        where = f" on {host}" if len(self.hosts) > 1 else ""
+        how = f"killed by {signal_name(code - 128)}" if code > 128 else f"exited with code {code}"
+        return f"AlgorithmError: {script}{where} {how}"
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        # The first Ctrl-C (or SIGTERM) is passed on for the script to handle; a second kills.
+        # The first Ctrl-C (or SIGTERM) stops the job as a failure would, but passes the signal
+        # itself on, for the script to handle (a KeyboardInterrupt); a second one kills.
         self.signals.append(signum)
-        self._signal_workers(signum if len(self.signals) == 1 else signal.SIGKILL)
+        if len(self.signals) > 1:
+            self.groups.kill()
+        else:
+            self.groups.forward(signum)
 
     @contextlib.contextmanager
     def _forwarding_signals(self) -> Iterator[None]:
-        """From before the first worker starts: Ctrl-C and SIGTERM go to the workers."""
+        """From before the first script starts: Ctrl-C and SIGTERM stop the job."""
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be set from the main thread
             return
@@ -412,32 +491,23 @@ class _Run:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _wait(self) -> int:
-        """Waits for every worker; a failed worker or feeder stops the others."""
-        first_failure = 0
-        stopping = False
-        while True:
-            codes = [w.poll() for w in self.workers]
-            failed = [_returncode(c) for c in codes if c not in (None, 0)]
-            if failed and not first_failure:
-                first_failure = failed[0]
-            if None not in codes:
-                break
-            if not stopping and (failed or self.feeder_failed.is_set()):
-                stopping = True
-                self._signal_workers(signal.SIGTERM)
-            time.sleep(0.05)
-        if len(self.workers) < len(self.hosts):  # interrupted before every worker started
-            return first_failure or 128 + self.signals[0]
-        if self.feeder_failed.is_set() and not first_failure:
-            return 1
-        return first_failure
+    def _exit_code(self) -> int:
+        cause = self.cause
+        if cause is None:
+            return 0
+        if cause.signum is None:
+            return cause.exit_code
+        # Stopped from outside: the scripts say whether they failed (a script may catch Ctrl-C,
+        # save its model and exit 0); one never started has not succeeded.
+        if self.first_failed_code:
+            return self.first_failed_code
+        return cause.exit_code if len(self.scripts) < len(self.hosts) else 0
 
     def _stop_everything(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:  # only after an error in the runner itself
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        for script in self.scripts:
+            script.signal(signal.SIGKILL)  # a no-op unless the runner itself failed
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                script.process.wait(KILL_WAIT)
         for feeder in self.feeders:
             feeder.stop()
         _join_all(self.feeders, _SHUTDOWN_GRACE)
@@ -447,31 +517,29 @@ class _Run:
     # -- after the run -----------------------------------------------------------------------
 
     def failure_reason(self, exit_code: int) -> str | None:
-        if exit_code == 0:
+        if exit_code == 0 or self.cause is None:
             return None
-        feeder_errors = [
-            f"channel {f.stats.channel} on {f.stats.host} failed: {f.stats.error}"
-            for f in self.feeders
-            if f.stats.error
-        ]
-        if feeder_errors:
-            return "\n".join(feeder_errors)
-        if self.signals:
-            head = f"interrupted by {signal.Signals(self.signals[0]).name}"
-        elif exit_code > 128:
-            head = f"killed by {_signal_name(exit_code - 128)}"
-        else:
-            head = f"exited with code {exit_code}"
-        script = Path(self.job.entry_point).name
-        return f"AlgorithmError: {script} {head}\n" + "".join(self.stderr_tail)
+        cause = self.cause
+        if cause.host is None and cause.signum is None:
+            return cause.reason
+        host = cause.host or next((h for h in self.hosts if self.exit_codes.get(h)), self.hosts[0])
+        own = self.folders[self.hosts.index(host)].failure_file
+        # A script may write its own reason, as SageMaker asks algorithms to: it comes first.
+        written = own.read_text(errors="replace").strip() if own.is_file() else ""
+        return "\n".join(filter(None, [cause.reason, written])) + "\n" + "".join(self.tails[host])
 
     def finish(self, exit_code: int, wall_seconds: float) -> JobResult:
         failure = self.failure_reason(exit_code)
-        if failure:
-            for folder in self.folders:
-                folder.failure_file.write_text(failure)
         artefacts = self.job_dir / "output"
         artefacts.mkdir(exist_ok=True)
+        failure_file = None
+        if failure:
+            for folder in self.folders:
+                if not folder.failure_file.exists():
+                    folder.failure_file.write_text(failure)
+            # Where a SageMaker user looks: beside model.tar.gz, as DescribeTrainingJob's reason.
+            failure_file = artefacts / "failure"
+            failure_file.write_text(failure)
         first = self.folders[0]
         model = _pack(first.model_dir, artefacts / "model.tar.gz")
         output = _pack(first.output_data_dir, artefacts / "output.tar.gz")
@@ -484,8 +552,25 @@ class _Run:
             model_data=model,
             output_data=output,
             failure=failure,
+            failure_file=failure_file,
             channels=[f.stats for f in self.feeders],
         )
+
+
+def _forward(
+    pipe: IO[bytes],
+    target: TextIO,
+    progress: Progress,
+    prefix: str,
+    tail: collections.deque[str] | None,
+) -> None:
+    """Copies a script's stdout or stderr line by line, keeping stderr's tail for the failure."""
+    with pipe:
+        for raw in iter(pipe.readline, b""):
+            line = prefix + raw.decode(errors="replace")
+            if tail is not None:
+                tail.append(line)
+            progress.emit(target, line)
 
 
 def _file_mode_name(channel: str, obj: DataObject) -> PurePosixPath:
@@ -517,13 +602,6 @@ def _join_all(threads: Sequence[threading.Thread | ChannelFeeder], grace: float)
     deadline = time.monotonic() + grace
     for thread in threads:
         thread.join(max(deadline - time.monotonic(), 0.0))
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 def _script_args(job: TrainingJob) -> list[str]:
