@@ -14,10 +14,8 @@ use crossbeam_channel::{bounded, Receiver, RecvError, RecvTimeoutError, SendTime
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::framing::{self, Format, Framer, FramingOptions};
-use crate::source::{self, SourceOptions, SourceStats};
+use crate::source::{self, SourceOptions, SourceStats, CANCEL_CHECK_INTERVAL};
 
-/// How often a reader thread blocked on a full queue looks at the cancel flag.
-const CANCEL_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
