@@ -258,6 +258,38 @@ def test_benchmark_reports_throughput(pipe_job, capsys):
     assert "on TensorFlow" in done
 
 
+def test_benchmark_prints_the_incumbents_lines_too(pipe_job, capsys):
+    # SageMaker jobs turn these lines into metrics with regexes: their words must not change.
+    pipe_job.add_channel("train")
+    pipe_job.feed("train", 0, recordio(some_records(3000)))
+    dataset = PipeModeDataset(
+        "train", benchmark=True, benchmark_records_interval=1000, **pipe_job.dirs()
+    )
+    assert len(records_of(dataset)) == 3000
+    lines = capsys.readouterr().out.splitlines()
+    prefix = "PipeModeDatasetOp::Dataset::Iterator "
+    counts = [line for line in lines if line.startswith(prefix + "records: ")]
+    assert counts == [f"{prefix}records: {n}" for n in (1000, 2000, 3000)]
+    for name in ("records read_time_ns", "records read_bytes"):
+        assert len([line for line in lines if re.fullmatch(f"{prefix}{name}: [0-9]+", line)]) == 3
+    assert re.search(f"^{prefix}total read_time_ms: [0-9]+$", "\n".join(lines), re.M)
+    assert f"{prefix}total read_bytes: {len(recordio(some_records(3000)))}" in lines
+    assert [line for line in lines if line.startswith(f"{prefix}total read_GB/s: ")]
+
+
+def test_benchmark_lines_are_printed_only_when_asked(pipe_job, capfd):
+    pipe_job.add_channel("train")
+    pipe_job.feed("train", 0, recordio([b"bear"]))
+    pipe_job.feed("train", 1, recordio([b"bear"]))
+    quiet = PipeModeDataset("train", benchmark_records_interval=0, **pipe_job.dirs())
+    assert next(iter(quiet)).numpy() == b"bear"
+    assert "Iterator records" not in capfd.readouterr().out
+    every_record = PipeModeDataset("train", benchmark_records_interval=1, **pipe_job.dirs())
+    assert next(iter(every_record)).numpy() == b"bear"
+    # Printed as soon as the record is read, before the dataset hands it on.
+    assert "PipeModeDatasetOp::Dataset::Iterator records: 1\n" in capfd.readouterr().out
+
+
 DIMENSION = 16
 
 

@@ -4,9 +4,7 @@ The reader, writer, dense Example decoder and runner import without TensorFlow;
 `pipemode.PipeModeDataset` imports it on first use.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipemode._native import __version__
 from pipemode.channel import PipeModeChannel
@@ -20,7 +18,7 @@ from pipemode.errors import (
 )
 from pipemode.reader import RecordBatch, RecordReader, RecordWriter
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers; at run time it comes from __getattr__, importing TF
     from pipemode.tensorflow import PipeModeDataset
 
 __all__ = [
@@ -42,10 +40,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # TensorFlow takes seconds to import and is an optional extra: load it only when asked for.
     if name == "PipeModeDataset":
-        from pipemode.tensorflow import PipeModeDataset
-
+        try:
+            from pipemode.tensorflow import PipeModeDataset
+        except ModuleNotFoundError as missing:
+            if missing.name != "tensorflow":
+                raise
+            raise ModuleNotFoundError(
+                'pipemode.PipeModeDataset needs TensorFlow: pip install "pipemode[tensorflow]" '
+                "(or any tensorflow>=2.13). The reader, decoder and runner work without it.",
+                name="tensorflow",
+            ) from missing
         return PipeModeDataset
     raise AttributeError(f"module 'pipemode' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The public names only, not the typing helpers imported above.
+    return sorted(__all__)

@@ -242,39 +242,75 @@ class _Meter:
 
     The reader thread counts the seconds it waited on the pipe (for data) and on TensorFlow
     (for room in its queue): which one dominates says whether the input or the model is slow.
+    Beside pipemode's own line, the incumbent's lines are printed word for word, since SageMaker
+    users turn them into training metrics with regexes (`metric_definitions`): one group per
+    `benchmark_records_interval` records, and totals when the epoch ends. Records arrive in
+    batches here, so a group's `read_time_ns` and `read_bytes` are its batch's per-record mean.
     """
+
+    INCUMBENT = "PipeModeDatasetOp::Dataset::Iterator"
 
     def __init__(self, name: str, interval: int, report_at_end: bool) -> None:
         self.name = name
         self.interval = interval
         self.report_at_end = report_at_end
+        self.read_seconds = 0.0
 
     def watch(self, reader: Any, batches: Iterable[Any]) -> Iterator[Any]:
         started = time.perf_counter()
         next_report = self.interval
+        batches = iter(batches)
         try:
-            for batch in batches:
-                yield batch
+            while True:
+                records_before, bytes_before = reader.records_read, reader.bytes_read
+                asked = time.perf_counter()
+                batch = next(batches, None)
+                self.read_seconds += time.perf_counter() - asked
+                if batch is None:
+                    return
                 if self.interval and reader.records_read >= next_report:
+                    records = reader.records_read - records_before
+                    mean_ns = int((time.perf_counter() - asked) * 1e9 / max(records, 1))
+                    mean_bytes = (reader.bytes_read - bytes_before) // max(records, 1)
+                    for count in range(next_report, reader.records_read + 1, self.interval):
+                        self.report_interval(count, mean_ns, mean_bytes)
                     self.report(reader, "in progress", started)
                     next_report = (reader.records_read // self.interval + 1) * self.interval
+                yield batch
         finally:
             if self.report_at_end:
                 self.report(reader, "finished", started)
+                self.report_totals(reader)
 
     def report(self, reader: Any, what: str, started: float) -> None:
         seconds = time.perf_counter() - started
         megabytes = reader.bytes_read / 1e6
         rate = megabytes / seconds if seconds > 0 else 0.0
         # Printed, as sagemaker_tensorflow did: the user asked for it with benchmark=.
-        print(
+        _print(
             f"PipeModeDataset {self.name} {what}: {reader.records_read} records, "
             f"{megabytes:.1f} MB in {seconds:.3f} s ({rate:.1f} MB/s); waited "
             f"{reader.pipe_wait_seconds:.3f} s on the pipe, "
-            f"{reader.consumer_wait_seconds:.3f} s on TensorFlow",
-            file=sys.stdout,
-            flush=True,
+            f"{reader.consumer_wait_seconds:.3f} s on TensorFlow"
         )
+
+    def report_interval(self, records: int, read_time_ns: int, read_bytes: int) -> None:
+        _print(f"{self.INCUMBENT} records: {records}")
+        _print(f"{self.INCUMBENT} records read_time_ns: {read_time_ns}")
+        _print(f"{self.INCUMBENT} records read_bytes: {read_bytes}")
+
+    def report_totals(self, reader: Any) -> None:
+        read_ms = int(self.read_seconds * 1000)
+        gigabytes = reader.bytes_read / 1024**3
+        # The incumbent divides by whole milliseconds too; an instant read reports inf.
+        rate = gigabytes / (read_ms / 1000) if read_ms else float("inf")
+        _print(f"{self.INCUMBENT} total read_time_ms: {read_ms}")
+        _print(f"{self.INCUMBENT} total read_bytes: {reader.bytes_read}")
+        _print(f"{self.INCUMBENT} total read_GB/s: {rate:g}")
+
+
+def _print(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
 
 
 class _NoMeter:
