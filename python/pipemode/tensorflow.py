@@ -135,7 +135,7 @@ class PipeModeDataset(tf.data.Dataset):
 
 def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.data.Dataset:
     def generate() -> Iterator[RawBatchTensors]:
-        _exit.pipelines_started = True
+        _Exit.pipelines_started = True
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
         epoch = channel.claim_next_epoch()
         reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
@@ -191,7 +191,7 @@ def _dense_batches(
     channel.check_reader_options(batch_size, spec)
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
-        _exit.pipelines_started = True
+        _Exit.pipelines_started = True
         epoch = channel.claim_next_epoch()
         reader = channel.open_dense_reader(epoch, spec, batch_size=batch_size)
         try:
@@ -349,5 +349,4 @@ class _Exit:
                 ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
-_exit = _Exit
 atexit.register(_Exit.keep_iterators)
