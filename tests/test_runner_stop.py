@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from pipemode.runner import Channel, Estimator, JobConfigError, TrainingFailedError, TrainingJob
-from pipemode.runner.job import HostFolder, host_config
+from pipemode.runner.host import HostFolder, host_config
 from pipemode.runner.processes import ScriptProcess
 from runner_helpers import (
     PIDS_VARIABLE,

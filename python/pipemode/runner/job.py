@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +23,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, TextIO
+from typing import IO, TextIO
 
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel, validate_name
 from pipemode.runner.feeder import ChannelFeeder, ChannelStats
+from pipemode.runner.host import HostFolder, host_config, script_args
 from pipemode.runner.processes import (
     DEFAULT_STOP_GRACE,
     KILL_WAIT,
@@ -41,12 +41,9 @@ from pipemode.runner.sources import DataObject, epoch_objects, read_chunks, rela
 
 __all__ = [
     "DEFAULT_OUTPUT_PATH",
-    "HostConfig",
-    "HostFolder",
     "JobResult",
     "TrainingJob",
     "default_job_name",
-    "host_config",
 ]
 
 # Where jobs go unless told otherwise, relative to the current folder.
@@ -61,53 +58,6 @@ def default_job_name(entry_point: str | os.PathLike[str]) -> str:
     base = "".join(c if c.isalnum() else "-" for c in Path(entry_point).stem).strip("-")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d-%H-%M-%S-%f")[:-3]
     return f"{base[:32] or 'job'}-{stamp}"
-
-
-@dataclass(frozen=True)
-class HostFolder:
-    """One host's `/opt/ml`."""
-
-    root: Path
-
-    @property
-    def input_dir(self) -> Path:
-        return self.root / "input"
-
-    @property
-    def config_dir(self) -> Path:
-        return self.input_dir / "config"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.input_dir / "data"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def output_dir(self) -> Path:
-        return self.root / "output"
-
-    @property
-    def output_data_dir(self) -> Path:
-        return self.output_dir / "data"
-
-    @property
-    def failure_file(self) -> Path:
-        return self.output_dir / "failure"
-
-    def create(self) -> None:
-        for folder in (self.config_dir, self.model_dir, self.output_data_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        # The FIFOs live here: only the job's own user may open them.
-        self.data_dir.mkdir(mode=0o700)
-        self.data_dir.chmod(0o700)
-
-    def remove_input_data(self) -> None:
-        """Removes FIFOs left behind and File-mode copies: the job's inputs are transient."""
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)
 
 
 @dataclass
@@ -221,80 +171,6 @@ class TrainingJob:
 
 
 @dataclass(frozen=True)
-class HostConfig:
-    """What one host's script is given: its config files (name to JSON content, written under
-    `input/config`) and the SM_* variables of the SageMaker training toolkit."""
-
-    files: dict[str, Any]
-    environment: dict[str, str]
-
-
-def host_config(
-    job: TrainingJob, job_name: str, hosts: Sequence[str], host: str, folder: HostFolder
-) -> HostConfig:
-    """Builds one host's configuration from the job alone: it reads and writes nothing."""
-    channels = sorted(c.name for c in job.channels)
-    input_config = {c.name: c.container_config() for c in job.channels}
-    resource = {
-        "current_host": host,
-        "current_group_name": "homogeneousCluster",
-        "hosts": list(hosts),
-        "network_interface_name": "lo",
-    }
-    num_cpus = os.cpu_count() or 1
-    entry_point = Path(job.entry_point).name
-    training_env = {
-        "channel_input_dirs": {c: str(folder.data_dir / c) for c in channels},
-        "current_host": host,
-        "hosts": list(hosts),
-        "hyperparameters": job.hyperparameters,
-        "input_config_dir": str(folder.config_dir),
-        "input_data_config": input_config,
-        "input_dir": str(folder.input_dir),
-        "job_name": job_name,
-        "model_dir": str(folder.model_dir),
-        "network_interface_name": resource["network_interface_name"],
-        "num_cpus": num_cpus,
-        "num_gpus": 0,
-        "output_data_dir": str(folder.output_data_dir),
-        "output_dir": str(folder.output_dir),
-        "resource_config": resource,
-        "user_entry_point": entry_point,
-    }
-    env = {
-        "SAGEMAKER_BASE_DIR": str(folder.root),
-        "TRAINING_JOB_NAME": job_name,
-        "SM_CHANNELS": json.dumps(channels),
-        "SM_INPUT_DATA_CONFIG": json.dumps(input_config),
-        "SM_INPUT_DIR": str(folder.input_dir),
-        "SM_INPUT_CONFIG_DIR": str(folder.config_dir),
-        "SM_MODEL_DIR": str(folder.model_dir),
-        "SM_OUTPUT_DIR": str(folder.output_dir),
-        "SM_OUTPUT_DATA_DIR": str(folder.output_data_dir),
-        "SM_HPS": json.dumps(job.hyperparameters),
-        "SM_HOSTS": json.dumps(list(hosts)),
-        "SM_CURRENT_HOST": host,
-        "SM_NETWORK_INTERFACE_NAME": str(resource["network_interface_name"]),
-        "SM_RESOURCE_CONFIG": json.dumps(resource),
-        "SM_NUM_CPUS": str(num_cpus),
-        "SM_NUM_GPUS": "0",
-        "SM_USER_ENTRY_POINT": entry_point,
-        "SM_USER_ARGS": json.dumps(_script_args(job)),
-        "SM_TRAINING_ENV": json.dumps(training_env),
-    }
-    for name in channels:
-        env[f"SM_CHANNEL_{name.upper()}"] = str(folder.data_dir / name)
-    for key, value in job.hyperparameters.items():
-        env[f"SM_HP_{key.upper()}"] = value
-    files = {
-        "hyperparameters.json": dict(job.hyperparameters),
-        "inputdataconfig.json": input_config,
-        "resourceconfig.json": resource,
-    }
-    return HostConfig(files, env)
-
-
-@dataclass(frozen=True)
 class _Cause:
     """The first thing that went wrong in a run: what the failure reason names."""
 
@@ -390,7 +266,7 @@ class _Run:
         env.update(sm_env)
         env.update(self.job.environment)
         command = [sys.executable, str(Path(self.job.entry_point).resolve())]
-        script = ScriptProcess(host, command + _script_args(self.job), env, subprocess.PIPE)
+        script = ScriptProcess(host, command + script_args(self.job), env, subprocess.PIPE)
         self.scripts.append(script)
         prefix = f"{host}: " if len(self.hosts) > 1 else ""
         process = script.process
@@ -602,14 +478,6 @@ def _join_all(threads: Sequence[threading.Thread | ChannelFeeder], grace: float)
     deadline = time.monotonic() + grace
     for thread in threads:
         thread.join(max(deadline - time.monotonic(), 0.0))
-
-
-def _script_args(job: TrainingJob) -> list[str]:
-    """Hyperparameters as `--name value`, as SageMaker script mode passes them, then the rest."""
-    args = []
-    for key, value in job.hyperparameters.items():
-        args += [f"--{key}", value]
-    return args + list(job.script_args)
 
 
 def _pack(folder: Path, archive: Path) -> Path:
