@@ -22,9 +22,9 @@
 //!   values only; a packed float run holds `len / 4` values.
 //!
 //! Where TF accepts what is not a well-formed Example, we refuse it (README, "Dense Examples
-//! without TensorFlow"): a map entry that repeats its key or value (TF takes the last two fields
-//! and leaves the rest default), field number 0, and a length running past the end of its
-//! message (TF stops at the end, or skips nothing where the length overflows an `int`).
+//! without TensorFlow"): a map entry of two keys or two values (TF reads two fields, whatever
+//! they are, and leaves the other default), field number 0, and a length running past the end of
+//! its message (TF stops at the end, or skips nothing where the length overflows an `int`).
 
 use std::fmt;
 
