@@ -233,7 +233,7 @@ def cases(draw: st.DrawFn) -> Case:
 
 # --- Where pipemode is stricter than TF, by design ---------------------------------------------
 
-REPEATED_MAP_FIELD = "a map entry repeats its key or value"
+REPEATED_MAP_FIELD = "a map entry of two keys or two values"
 FIELD_ZERO = "field number 0"
 PAST_THE_END = "a length runs past the end of its message"
 # How pipemode's RecordDecodeError words each class.
@@ -242,10 +242,11 @@ STRICTER_MESSAGES = {
     FIELD_ZERO: ("field number 0",),
     PAST_THE_END: ("a length runs past the end", "does not parse"),
 }
+U32 = 2**32 - 1
 
 
 class _Stop(Exception):
-    """The walk cannot go on: the record is malformed for TF as well."""
+    """The walk cannot go on: TF's parser refuses the record too."""
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -257,61 +258,71 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     raise _Stop
 
 
-def _delimited(data: bytes, pos: int, found: set[str]) -> tuple[bytes, int]:
+def _clipped(data: bytes, pos: int, found: set[str]) -> tuple[bytes, int]:
+    """A length-delimited payload as TF's `PushLimit` and `Skip` take it: cut at the end."""
     length, pos = _varint(data, pos)
-    length &= 2**32 - 1
-    if pos + length > len(data):
+    if pos + (length & U32) > len(data):
         found.add(PAST_THE_END)
-        raise _Stop
-    return data[pos : pos + length], pos + length
+    end = min(pos + (length & U32), len(data))
+    return data[pos:end], end
 
 
-def _entry(entry: bytes, found: set[str]) -> tuple[bytes, bytes] | None:
-    fields: dict[int, list[bytes]] = {KEY: [], VALUE: []}
+def _entry(entry: bytes, found: set[str]) -> tuple[bytes, bytes]:
+    """A map entry as TF reads it: two fields, key or value each, and nothing after."""
+    fields = {KEY: b"", VALUE: b""}
+    kinds = []
     pos = 0
-    while pos < len(entry):
-        tag, pos = _varint(entry, pos)
-        if tag & (2**32 - 1) not in fields:
+    for _ in range(2):
+        if pos == len(entry):
             raise _Stop
-        payload, pos = _delimited(entry, pos, found)
-        fields[tag & (2**32 - 1)].append(payload)
-    if len(fields[KEY]) > 1 or len(fields[VALUE]) > 1:
+        tag, pos = _varint(entry, pos)
+        length, pos = _varint(entry, pos)
+        if tag & U32 not in fields or pos + (length & U32) > len(entry):
+            raise _Stop
+        fields[tag & U32] = entry[pos : pos + (length & U32)]
+        kinds.append(tag & U32)
+        pos += length & U32
+    if pos != len(entry):
+        raise _Stop
+    if kinds[0] == kinds[1]:
         found.add(REPEATED_MAP_FIELD)
-        raise _Stop
-    if not fields[KEY] or not fields[VALUE]:
-        raise _Stop
-    return fields[KEY][0], fields[VALUE][0]
+    return fields[KEY], fields[VALUE]
 
 
 def _entries(record: bytes, found: set[str]) -> list[tuple[bytes, bytes]]:
-    """The Example's map entries, walked as TF's fast parser does, noting the stricter classes
-    met on the way."""
+    """The Example's map entries, walked as TF's fast parser walks them, noting on the way the
+    classes that pipemode refuses."""
     entries = []
     pos = 0
     while pos < len(record):
         if record[pos] == FEATURES:
-            body, pos = _delimited(record, pos + 1, found)
+            body, pos = _clipped(record, pos + 1, found)
             at = 0
             while at < len(body):
                 if body[at] != FEATURES:
                     raise _Stop
-                entry, at = _delimited(body, at + 1, found)
-                pair = _entry(entry, found)
-                if pair:
-                    entries.append(pair)
+                entry, at = _clipped(body, at + 1, found)
+                entries.append(_entry(entry, found))
             continue
         tag, pos = _varint(record, pos)
-        if tag & (2**32 - 1) < 8:
+        if tag & U32 < 8:
             found.add(FIELD_ZERO)
-            raise _Stop
         wire_type = tag & 7
-        if wire_type == 2:
-            _, pos = _delimited(record, pos, found)
-        elif wire_type in (0, 1, 5):
-            pos = _varint(record, pos)[1] if wire_type == 0 else pos + (8 if wire_type == 1 else 4)
+        if wire_type == 0:
+            pos = _varint(record, pos)[1]
+        elif wire_type == 2:
+            pos = _clipped(record, pos, found)[1]
+        elif wire_type in (1, 5) and pos + (8 if wire_type == 1 else 4) <= len(record):
+            pos += 8 if wire_type == 1 else 4
         else:
             raise _Stop
     return entries
+
+
+def _list_body(feature: bytes) -> bytes:
+    """A Feature's value list, after its kind byte, cut at the Feature's end as TF cuts it."""
+    length, pos = _varint(feature, 1)
+    return feature[pos : pos + (length & U32)]
 
 
 def _packed_run_past_the_end(feature: bytes) -> bool:
@@ -319,29 +330,58 @@ def _packed_run_past_the_end(feature: bytes) -> bool:
     int64 run up to the end, and of a float run only the bytes its values need."""
     if feature[:1] not in (bytes([FLOAT_LIST]), bytes([INT64_LIST])):
         return False
-    try:
-        length, pos = _varint(feature, 1)
-        body = feature[pos : pos + (length & (2**32 - 1))]
-        if body[:1] != bytes([PACKED]):
-            return False
-        packed, at = _varint(body, 1)
-        return at + (packed & (2**32 - 1)) > len(body)
-    except _Stop:
+    body = _list_body(feature)
+    if body[:1] != bytes([PACKED]):
         return False
+    packed, at = _varint(body, 1)
+    return at + (packed & U32) > len(body)
 
 
-def stricter_than_tf(record: bytes, names: set[str]) -> set[str]:
-    """The documented classes of input that pipemode refuses and TF takes, found in `record`."""
+def winning_features(record: bytes, names: set[str]) -> tuple[dict[str, bytes], set[str]]:
+    """For each wanted name the Feature TF takes (the last non-empty one), and the classes of
+    input found that pipemode refuses and TF takes; no features if TF refuses the record."""
     found: set[str] = set()
     try:
         entries = _entries(record, found)
     except _Stop:
-        return found
-    for name in names:
-        occurrences = [f for key, f in entries if key == name.encode() and f]
-        if occurrences and _packed_run_past_the_end(occurrences[-1]):
-            found.add(PAST_THE_END)
-    return found
+        return {}, found
+    winners = {}
+    for key, feature in entries:
+        name = key.decode("utf-8", "replace")
+        if name in names and feature:
+            winners[name] = feature
+    for feature in winners.values():
+        try:
+            if _packed_run_past_the_end(feature):
+                found.add(PAST_THE_END)
+        except _Stop:
+            pass
+    return winners, found
+
+
+def stricter_than_tf(record: bytes, names: set[str]) -> set[str]:
+    """The documented classes of input that pipemode refuses and TF takes, found in `record`."""
+    return winning_features(record, names)[1]
+
+
+def tf_writes_out_of_bounds(records: list[bytes], spec: dict[str, Any]) -> bool:
+    """Whether TF would write past its output tensor. TF sizes an unpacked float list from its
+    byte length (5 bytes a value) and writes every value it reads, even beyond the feature's
+    shape (`ParseFloatList` into a `LimitedArraySlice`): that corrupts its heap, so such
+    batches are not given to TF. TF reports a count error for them after the write."""
+    floats = {name for name, f in spec.items() if f.dtype == tf.float32}
+    for record in records:
+        winners, _ = winning_features(record, floats)
+        for name, feature in winners.items():
+            try:
+                body = _list_body(feature)
+            except _Stop:
+                continue
+            slots = int(np.prod(spec[name].shape))
+            unpacked = feature[0] == FLOAT_LIST and body[:1] == bytes([FIXED32_VALUE])
+            if unpacked and len(body) // 5 > slots:
+                return True
+    return False
 
 
 # --- The comparison ---------------------------------------------------------------------------
@@ -389,6 +429,11 @@ def assert_documented_strictness(
 @given(cases())
 def test_decoder_agrees_with_parse_example_on_valid_and_malformed_examples(case: Case) -> None:
     records, spec, raw = case
+    if tf_writes_out_of_bounds(records, spec):
+        event("TF would write out of bounds: pipemode must refuse")
+        with pytest.raises(RecordDecodeError):
+            decode_examples(records, spec, decode_raw=raw)
+        return
     try:
         expected = parse_in_tf(records, spec, raw)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
@@ -411,18 +456,45 @@ def test_decoder_agrees_with_parse_example_on_valid_and_malformed_examples(case:
 def test_the_stricter_classes_are_found_and_nothing_else() -> None:
     int64_5 = delimited(INT64_LIST, delimited(PACKED, varint(5)))
     entry = delimited(KEY, b"a") + delimited(VALUE, int64_5)
-    canonical = delimited(FEATURES, delimited(FEATURES, entry))
+
+    def example(*entries: bytes) -> bytes:
+        return delimited(FEATURES, b"".join(delimited(FEATURES, e) for e in entries))
+
+    canonical = example(entry)
     assert stricter_than_tf(canonical, {"a"}) == set()
-    repeated = delimited(FEATURES, delimited(FEATURES, entry + delimited(KEY, b"a")))
-    assert stricter_than_tf(repeated, {"a"}) == {REPEATED_MAP_FIELD}
-    assert stricter_than_tf(b"\x00\x05" + canonical, {"a"}) == {FIELD_ZERO}
-    assert stricter_than_tf(canonical + b"\x1a\x05xx", {"a"}) == {PAST_THE_END}
     clipped_run = delimited(INT64_LIST, bytes([PACKED, 3]) + varint(5))
-    clipped = delimited(
-        FEATURES, delimited(FEATURES, delimited(KEY, b"a") + delimited(VALUE, clipped_run))
-    )
-    assert stricter_than_tf(clipped, {"a"}) == {PAST_THE_END}
+    stricter = {
+        example(delimited(KEY, b"a") + delimited(KEY, b"a")): REPEATED_MAP_FIELD,
+        example(delimited(VALUE, int64_5) * 2): REPEATED_MAP_FIELD,
+        b"\x00\x05" + canonical: FIELD_ZERO,
+        canonical + b"\x1a\x05xx": PAST_THE_END,
+        example(delimited(KEY, b"a") + delimited(VALUE, clipped_run)): PAST_THE_END,
+    }
+    # Each is taken by TF and refused by pipemode, in the words the differential test expects.
+    spec = {
+        "a": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    }
+    for record, expected in stricter.items():
+        assert stricter_than_tf(record, set(spec)) == {expected}, record
+        parse_in_tf([record], spec, {})
+        with pytest.raises(RecordDecodeError) as refused:
+            decode_examples([record], spec)
+        assert any(w in str(refused.value) for w in STRICTER_MESSAGES[expected])
+    clipped = example(delimited(KEY, b"a") + delimited(VALUE, clipped_run))
     assert stricter_than_tf(clipped, {"b"}) == set(), "only features the spec names count"
     # Malformed for TF too: not a class of its own.
+    assert stricter_than_tf(example(entry + delimited(KEY, b"a")), {"a"}) == set()
     assert stricter_than_tf(bytes([FEATURES]) + b"\x02\x12\x00", {"a"}) == set()
     assert stricter_than_tf(long_tag(FEATURES) + canonical[1:], {"a"}) == set()
+
+
+def test_batches_that_would_make_tf_write_out_of_bounds_are_recognised() -> None:
+    spec = {"f": tf.io.FixedLenFeature([1], tf.float32)}
+    unpacked = b"".join(bytes([FIXED32_VALUE]) + struct.pack("<f", v) for v in (1.0, 2.0))
+    entry = delimited(KEY, b"f") + delimited(VALUE, delimited(FLOAT_LIST, unpacked))
+    two_floats = delimited(FEATURES, delimited(FEATURES, entry))
+    assert tf_writes_out_of_bounds([two_floats], spec)
+    assert not tf_writes_out_of_bounds([two_floats], {"f": tf.io.FixedLenFeature([2], tf.float32)})
+    with pytest.raises(RecordDecodeError, match="expected 1 float values"):
+        decode_examples([two_floats], spec)
