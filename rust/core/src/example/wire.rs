@@ -18,6 +18,8 @@
 //!   tags are read as varints, so `8a 00` is a key.
 //! - `Feature`: its first byte names the list kind (`0x0a` bytes, `0x12` float, `0x1a` int64); an
 //!   empty `Feature` has no kind and counts as absent; bytes after the first list are ignored.
+//!   Of a name the spec wants, the last non-empty `Feature` gives the values, but an unknown kind
+//!   in any of them fails the record (TF reads the kind of each).
 //! - a float or int64 list is either one packed run (bytes after it are ignored) or unpacked
 //!   values only; a packed float run holds `len / 4` values.
 //!
