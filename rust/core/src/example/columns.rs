@@ -295,7 +295,14 @@ impl DenseBlockBuilder {
                 return;
             }
             if let Some(i) = spec.position(name) {
-                found[i] = Some((feature.as_ptr() as usize - base, feature.len()));
+                // TF reads the kind of every occurrence, not only the last: one of an unknown
+                // kind fails the record, so it stays for write_row to report.
+                let unknown_kept = found[i].is_some_and(|(start, len)| {
+                    !FeatureList::has_known_kind(&record[start..start + len])
+                });
+                if !unknown_kept {
+                    found[i] = Some((feature.as_ptr() as usize - base, feature.len()));
+                }
             }
         })
         .map_err(|e| RecordError(format!("not a valid tf.train.Example: {e}")))

@@ -253,6 +253,62 @@ fn malformed_records_are_errors_not_rows() {
 }
 
 #[test]
+fn an_unknown_kind_fails_the_record_whichever_occurrence_wins() {
+    // TF reads the kind of every occurrence of a wanted feature ("Unsupported datatype"), though
+    // only the last non-empty one gives the values.
+    let spec = spec(vec![feature("a", FeatureKind::Int64, &[])]);
+    let int64 = |v: u8| vec![0x1a, 0x03, 0x0a, 0x01, v];
+    let unknown = vec![0x22, 0x00]; // field 4: no list kind TF knows
+    let first = example_of(&[(b"a", unknown.clone()), (b"a", int64(5))]);
+    assert!(error_of(&spec, first).contains("no known value list (first byte 0x22)"));
+    let between = example_of(&[(b"a", int64(4)), (b"a", unknown.clone()), (b"a", int64(5))]);
+    assert!(error_of(&spec, between).contains("no known value list"));
+    // Features the spec does not name are not read at all.
+    let unrelated = example_of(&[(b"b", unknown), (b"a", int64(5))]);
+    assert_eq!(i64s(&decode(&spec, &[unrelated]).unwrap().columns[0]), [5]);
+}
+
+#[test]
+fn features_tagged_by_a_longer_varint_are_an_unknown_field_as_in_tf() {
+    // TF compares the tag of `Example.features` and of each map entry with the byte 0x0a; the
+    // same tag as the two-byte varint `8a 00` is another field to it.
+    let spec = spec(vec![with_default(
+        feature("a", FeatureKind::Int64, &[]),
+        DefaultValue::Int64(vec![-7]),
+    )]);
+    let canonical = encode_example(&[(b"a", Values::Int64(&[5]))]);
+    assert_eq!(canonical[0], 0x0a);
+    let mut long_features_tag = vec![0x8a, 0x00];
+    long_features_tag.extend_from_slice(&canonical[1..]);
+    let block = decode(&spec, &[long_features_tag]).unwrap();
+    assert_eq!(
+        i64s(&block.columns[0]),
+        [-7],
+        "skipped: the feature is missing"
+    );
+
+    let entries = &canonical[2..]; // one map entry: 0x0a, its length, its fields
+    assert_eq!(entries[0], 0x0a);
+    let mut body = vec![0x8a, 0x00];
+    body.extend_from_slice(&entries[1..]);
+    let mut long_entry_tag = Vec::new();
+    put_delimited(&mut long_entry_tag, 1, &body);
+    assert!(error_of(&spec, long_entry_tag).contains("unexpected field in Features"));
+
+    // Within a map entry TF reads tags as varints, so there `8a 00` is the key.
+    let mut entry = vec![0x8a, 0x00, 0x01, b'a'];
+    put_delimited(&mut entry, 2, &[0x1a, 0x03, 0x0a, 0x01, 0x05]);
+    let mut features = Vec::new();
+    put_delimited(&mut features, 1, &entry);
+    let mut long_key_tag = Vec::new();
+    put_delimited(&mut long_key_tag, 1, &features);
+    assert_eq!(
+        i64s(&decode(&spec, &[long_key_tag]).unwrap().columns[0]),
+        [5]
+    );
+}
+
+#[test]
 fn a_huge_shape_is_a_count_error_not_an_allocation() {
     // 2^40 values per record: a row would be 8 TiB (int64) or 4 TiB (float32).
     let huge = 1usize << 40;

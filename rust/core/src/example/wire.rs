@@ -10,13 +10,23 @@
 //! what `tf.io.parse_example` runs, rather than general protobuf merging, because matching
 //! `parse_example` is the point:
 //! - `Example`: field 1 (`Features`) may occur several times (its entries add up); unknown fields
-//!   are skipped.
-//! - `Features`: only field 1 (a map entry); anything else fails the record.
-//! - a map entry: exactly one key (field 1) and one value (field 2), in either order.
+//!   are skipped. TF knows field 1 only by its one-byte tag `0x0a`: the same tag written as a
+//!   longer varint (`8a 00`) is an unknown field to it, skipped, so we skip it too.
+//! - `Features`: only map entries, each tagged by the byte `0x0a`; anything else (a longer varint
+//!   for that tag included) fails the record.
+//! - a map entry: exactly one key (field 1) and one value (field 2), in either order; here the
+//!   tags are read as varints, so `8a 00` is a key.
 //! - `Feature`: its first byte names the list kind (`0x0a` bytes, `0x12` float, `0x1a` int64); an
 //!   empty `Feature` has no kind and counts as absent; bytes after the first list are ignored.
+//!   Of a name the spec wants, the last non-empty `Feature` gives the values, but an unknown kind
+//!   in any of them fails the record (TF reads the kind of each).
 //! - a float or int64 list is either one packed run (bytes after it are ignored) or unpacked
 //!   values only; a packed float run holds `len / 4` values.
+//!
+//! Where TF accepts what is not a well-formed Example, we refuse it (README, "Dense Examples
+//! without TensorFlow"): a map entry of two keys or two values (TF reads two fields, whatever
+//! they are, and leaves the other default), field number 0, and a length running past the end of
+//! its message (TF stops at the end, or skips nothing where the length overflows an `int`).
 
 use std::fmt;
 
@@ -45,6 +55,9 @@ const fn tag(field: u8, wire_type: u8) -> u8 {
 pub const BYTES_LIST: u8 = tag(1, WIRE_LEN);
 pub const FLOAT_LIST: u8 = tag(2, WIRE_LEN);
 pub const INT64_LIST: u8 = tag(3, WIRE_LEN);
+
+/// The tag of `Example.features` and of a `Features` map entry, as TF expects it: this one byte.
+const FEATURES_TAG: u8 = tag(1, WIRE_LEN);
 
 /// A forward-only reader over one message's bytes.
 #[derive(Clone, Copy)]
@@ -92,6 +105,19 @@ impl<'a> Cursor<'a> {
         Ok(self.varint()? as u32)
     }
 
+    /// Consumes the next byte if it is `byte` (protobuf's `ExpectTag`, which compares bytes,
+    /// not decoded tags).
+    #[inline]
+    pub fn eat(&mut self, byte: u8) -> bool {
+        match self.rest.split_first() {
+            Some((&first, rest)) if first == byte => {
+                self.rest = rest;
+                true
+            }
+            _ => false,
+        }
+    }
+
     #[inline]
     pub fn take(&mut self, n: usize) -> WireResult<&'a [u8]> {
         if n > self.rest.len() {
@@ -129,17 +155,17 @@ pub fn for_each_entry<'a>(
 ) -> WireResult<()> {
     let mut cursor = Cursor::new(example);
     while !cursor.is_empty() {
-        let key = cursor.varint32()?;
-        if key == u32::from(tag(1, WIRE_LEN)) {
+        if cursor.eat(FEATURES_TAG) {
             let mut features = Cursor::new(cursor.delimited()?);
             while !features.is_empty() {
-                if features.varint32()? != u32::from(tag(1, WIRE_LEN)) {
+                if !features.eat(FEATURES_TAG) {
                     return Err(Malformed("unexpected field in Features"));
                 }
                 let (name, feature) = map_entry(features.delimited()?)?;
                 visit(name, feature);
             }
         } else {
+            let key = cursor.varint32()?;
             if key >> 3 == 0 {
                 return Err(Malformed("field number 0"));
             }
@@ -198,6 +224,11 @@ impl<'a> FeatureList<'a> {
             other => return Err(UnknownKind(other)),
         };
         Ok(make(rest))
+    }
+
+    /// Whether `feature` is empty or starts with a known list kind, i.e. [`Self::parse`] takes it.
+    pub fn has_known_kind(feature: &'a [u8]) -> bool {
+        Self::parse(feature).is_ok()
     }
 
     pub fn kind_name(&self) -> &'static str {
