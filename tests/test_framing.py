@@ -8,6 +8,7 @@ written; for RecordIO (no checksum) and TextLine, exactly the records the mutate
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import struct
@@ -312,7 +313,7 @@ def test_two_threads_wait_inside_reads_at_the_same_time(tmp_path):
             readers.append(RecordReader(path, "TFRecord", open_timeout=10))
 
         def read(i: int) -> None:
-            results[i].append(next(iter(readers[i])))
+            results[i].extend(itertools.islice(readers[i], 1))
             returned[i].set()
 
         threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
