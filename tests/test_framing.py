@@ -234,6 +234,54 @@ def test_mutated_streams_give_records_or_a_pipemode_error(tmp_path, record_forma
     check()
 
 
+def part_headers(data: bytes) -> list[int]:
+    """The offsets of the part headers of a well-formed RecordIO stream."""
+    offsets, at = [], 0
+    while at < len(data):
+        offsets.append(at)
+        length = struct.unpack_from("<I", data, at + 4)[0] & ((1 << 29) - 1)
+        at += 8 + -(-length // 4) * 4
+    return offsets
+
+
+# Small records, often holding the magic word, so that streams have multipart records.
+small_records = st.lists(
+    st.lists(st.one_of(st.binary(max_size=12), st.just(MAGIC)), max_size=4).map(b"".join),
+    min_size=1,
+    max_size=8,
+)
+# (which part header, its new continuation flag, its new length or None to keep it)
+header_rewrite = st.tuples(st.integers(0, 1000), st.integers(0, 7), st.none() | st.integers(0, 40))
+
+
+@pytest.mark.parametrize("multipart", ["dmlc", "concat"])
+def test_recordio_with_rewritten_headers_gives_what_they_frame(tmp_path, multipart):
+    """Random mutations seldom hit a header; these rewrite continuation flags and lengths."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(records=small_records, rewrites=st.lists(header_rewrite, min_size=1, max_size=3))
+    def check(records: list[bytes], rewrites: list[tuple[int, int, int | None]]) -> None:
+        data = bytearray(encode(records, "RecordIO"))
+        headers = part_headers(data)
+        for which, cflag, length in rewrites:
+            at = headers[which % len(headers)] + 4
+            old_length = struct.unpack_from("<I", data, at)[0] & ((1 << 29) - 1)
+            struct.pack_into(
+                "<I", data, at, cflag << 29 | (old_length if length is None else length)
+            )
+        path = tmp_path / "rewritten"
+        path.write_bytes(data)
+        read: list[bytes] = []
+        failed = False
+        try:
+            read.extend(RecordReader(path, "RecordIO", multipart=multipart))
+        except PipeModeError:
+            failed = True
+        assert (read, failed) == frame_recordio(bytes(data), multipart)
+
+    check()
+
+
 @given(data=st.binary(max_size=3000), record_format=st.sampled_from(FORMATS))
 @settings(max_examples=200, deadline=None)
 def test_arbitrary_bytes_give_records_or_a_pipemode_error(data, record_format):
