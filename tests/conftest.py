@@ -20,11 +20,15 @@ class FifoFeeder:
         self.writers: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def __call__(self, data: bytes | Path, name: str = "channel_0") -> Path:
-        """Returns the path of a new FIFO whose writer sends `data` (bytes or a file's content)."""
+        """Returns the path of a new FIFO whose writer sends `data` (bytes or a file's content).
+
+        `name` may hold folders below this feeder's folder; they are made as needed.
+        """
         fifo = self.folder / name
+        fifo.parent.mkdir(parents=True, exist_ok=True)
         os.mkfifo(fifo)
         if isinstance(data, bytes):
-            source = self.folder / f".{name}.source"
+            source = fifo.parent / f".{fifo.name}.source"
             source.write_bytes(data)
         else:
             source = data

@@ -2,14 +2,21 @@
 
 Arbitrary records round-trip record by record and in batches; every cut point of a small stream
 and arbitrarily mutated streams give records or a PipeModeError, never a crash, a hang or a
-record that was never written.
+record the stream does not hold: for TFRecord, whose CRCs check the data, no record that was never
+written; for RecordIO (no checksum) and TextLine, exactly the records the mutated bytes frame.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import select
+import struct
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +25,8 @@ from hypothesis import strategies as st
 from pipemode import CorruptRecordError, PipeModeError, RecordReader, RecordWriter
 
 FORMATS = ["RecordIO", "TFRecord", "TextLine"]
-MAGIC = (0xCED7230A).to_bytes(4, "little")
+MAGIC_WORD = 0xCED7230A
+MAGIC = MAGIC_WORD.to_bytes(4, "little")
 
 # Records rich in what breaks framings: RecordIO's magic word (aligned or not), newlines,
 # carriage returns, empty records.
@@ -159,8 +167,48 @@ def mutate(data: bytes, mutations: list[tuple[str, float, object]]) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.parametrize("record_format", FORMATS)
-def test_mutated_streams_give_records_or_a_pipemode_error(tmp_path, record_format):
+def frame_recordio(data: bytes, multipart: str) -> tuple[list[bytes], bool]:
+    """The records a RecordIO stream holds by the dmlc rules, and whether it ends in an error.
+
+    An oracle for streams that RecordIO has no checksum to protect: a reader must yield exactly
+    these records, and an error exactly when this says so.
+    """
+    records: list[bytes] = []
+    parts: list[bytes] | None = None  # the parts of a multipart record read so far
+    at = 0
+    while at < len(data):
+        if len(data) - at < 8:
+            return records, True
+        magic, lrecord = struct.unpack_from("<II", data, at)
+        length, cflag = lrecord & ((1 << 29) - 1), lrecord >> 29
+        end = at + 8 + -(-length // 4) * 4  # padded to 4 bytes
+        if magic != MAGIC_WORD or end > len(data):
+            return records, True
+        payload = data[at + 8 : at + 8 + length]
+        at = end
+        if cflag == 0 and parts is None:
+            records.append(payload)
+        elif cflag == 1 and parts is None:
+            parts = [payload]
+        elif cflag in (2, 3) and parts is not None:
+            parts.append(payload)
+            if cflag == 3:
+                records.append((MAGIC if multipart == "dmlc" else b"").join(parts))
+                parts = None
+        else:
+            return records, True
+    return records, parts is not None
+
+
+def frame_textline(data: bytes) -> list[bytes]:
+    return data.removesuffix(b"\n").split(b"\n") if data else []
+
+
+@pytest.mark.parametrize(
+    ("record_format", "multipart"),
+    [("RecordIO", "dmlc"), ("RecordIO", "concat"), ("TFRecord", "dmlc"), ("TextLine", "dmlc")],
+)
+def test_mutated_streams_give_records_or_a_pipemode_error(tmp_path, record_format, multipart):
     @settings(max_examples=150, deadline=None)
     @given(records=records_for(record_format), mutations=st.lists(mutation, min_size=1, max_size=3))
     def check(records: list[bytes], mutations: list[tuple[str, float, object]]) -> None:
@@ -168,15 +216,68 @@ def test_mutated_streams_give_records_or_a_pipemode_error(tmp_path, record_forma
         path = tmp_path / "mutated"
         path.write_bytes(data)
         read: list[bytes] = []
+        failed = False
         try:
-            read.extend(RecordReader(path, record_format))
+            read.extend(RecordReader(path, record_format, multipart=multipart))
         except PipeModeError as error:
             assert str(path) in str(error)
+            failed = True
         if record_format == "TFRecord":
             # CRCs make a record that was never written practically impossible.
             assert all(record in records for record in read)
-        elif record_format == "TextLine":
-            assert read == [] if not data else read == data.removesuffix(b"\n").split(b"\n")
+        elif record_format == "RecordIO":
+            # No checksum: a record is exactly what the mutated framing holds, never more.
+            assert (read, failed) == frame_recordio(data, multipart)
+        else:
+            assert (read, failed) == (frame_textline(data), False)
+
+    check()
+
+
+def part_headers(data: bytes) -> list[int]:
+    """The offsets of the part headers of a well-formed RecordIO stream."""
+    offsets, at = [], 0
+    while at < len(data):
+        offsets.append(at)
+        length = struct.unpack_from("<I", data, at + 4)[0] & ((1 << 29) - 1)
+        at += 8 + -(-length // 4) * 4
+    return offsets
+
+
+# Small records, often holding the magic word, so that streams have multipart records.
+small_records = st.lists(
+    st.lists(st.one_of(st.binary(max_size=12), st.just(MAGIC)), max_size=4).map(b"".join),
+    min_size=1,
+    max_size=8,
+)
+# (which part header, its new continuation flag, its new length or None to keep it)
+header_rewrite = st.tuples(st.integers(0, 1000), st.integers(0, 7), st.none() | st.integers(0, 40))
+
+
+@pytest.mark.parametrize("multipart", ["dmlc", "concat"])
+def test_recordio_with_rewritten_headers_gives_what_they_frame(tmp_path, multipart):
+    """Random mutations seldom hit a header; these rewrite continuation flags and lengths."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(records=small_records, rewrites=st.lists(header_rewrite, min_size=1, max_size=3))
+    def check(records: list[bytes], rewrites: list[tuple[int, int, int | None]]) -> None:
+        data = bytearray(encode(records, "RecordIO"))
+        headers = part_headers(data)
+        for which, cflag, length in rewrites:
+            at = headers[which % len(headers)] + 4
+            old_length = struct.unpack_from("<I", data, at)[0] & ((1 << 29) - 1)
+            struct.pack_into(
+                "<I", data, at, cflag << 29 | (old_length if length is None else length)
+            )
+        path = tmp_path / "rewritten"
+        path.write_bytes(data)
+        read: list[bytes] = []
+        failed = False
+        try:
+            read.extend(RecordReader(path, "RecordIO", multipart=multipart))
+        except PipeModeError:
+            failed = True
+        assert (read, failed) == frame_recordio(bytes(data), multipart)
 
     check()
 
@@ -208,7 +309,7 @@ def test_recordio_escaped_magic_round_trips_and_concat_mode_drops_it(tmp_path):
 
 
 def test_concurrent_readers_in_threads(fifo, tmp_path):
-    """The GIL is released while waiting, so readers in threads make progress together."""
+    """Readers in threads do not disturb each other's streams."""
     streams = {f"channel_{i}": [os.urandom(i * 100 + n) for n in range(300)] for i in range(4)}
     results: dict[str, list[bytes]] = {}
 
@@ -224,6 +325,68 @@ def test_concurrent_readers_in_threads(fifo, tmp_path):
     for thread in threads:
         thread.join(timeout=60)
     assert results == streams
+
+
+# Opens the FIFO, says so, and writes only once told to (or after HOLD_BACK seconds, so that a
+# reader holding the GIL cannot hang the test).
+HELD_BACK_WRITER = """
+import os, select, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)  # returns once a reader has opened the FIFO
+print("opened", flush=True)
+select.select([sys.stdin], [], [], float(sys.argv[3]))
+os.write(fd, bytes.fromhex(sys.argv[2]))
+"""
+HOLD_BACK = 3.0
+
+
+def test_two_threads_wait_inside_reads_at_the_same_time(tmp_path):
+    """The GIL is released while a read waits: two threads are inside one at once.
+
+    A reader opens its FIFO only when a thread first asks it for a record, and the writers
+    send nothing until both FIFOs are open. So both FIFOs open while neither read has returned
+    means both threads were inside a read together; serialised reads open the second FIFO only
+    after the first read has returned.
+    """
+    data = encode([b"record"], "TFRecord")
+    readers, writers, threads = [], [], []
+    returned = [threading.Event(), threading.Event()]
+    results: list[list[bytes]] = [[], []]
+    try:
+        for i in range(2):
+            path = tmp_path / f"channel_{i}"
+            os.mkfifo(path)
+            args = [str(path), data.hex(), str(HOLD_BACK)]
+            command = [sys.executable, "-c", HELD_BACK_WRITER, *args]
+            writers.append(subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+            readers.append(RecordReader(path, "TFRecord", open_timeout=10))
+
+        def read(i: int) -> None:
+            results[i].extend(itertools.islice(readers[i], 1))
+            returned[i].set()
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 2 * HOLD_BACK + 5
+        for writer in writers:
+            ready, _, _ = select.select([writer.stdout], [], [], deadline - time.monotonic())
+            assert ready and writer.stdout.readline() == b"opened\n"
+        assert not any(event.is_set() for event in returned), "a read returned before both began"
+        for writer in writers:
+            writer.stdin.close()  # go
+        for thread in threads:
+            thread.join(timeout=10)
+        assert results == [[b"record"], [b"record"]]
+    finally:
+        for reader in readers:
+            reader.close()
+        for thread in threads:
+            thread.join(timeout=10)
+        for writer in writers:
+            writer.kill()
+            writer.wait(timeout=10)
+            writer.stdin.close()
+            writer.stdout.close()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import importlib
 import logging
 import os
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pipemode
@@ -127,12 +130,46 @@ def test_asking_a_closed_reader_for_other_batches_says_it_is_closed(tmp_path):
             next(reader.batches(5))
 
 
+def has_a_reader(fifo: Path) -> bool:
+    """True when some process holds the FIFO's read end open.
+
+    A non-blocking open of the write end fails with ENXIO exactly when no reader has it open.
+    """
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ENXIO:
+            return False
+        raise
+    os.close(fd)
+    return True
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_creating_a_reader_opens_nothing(tmp_path):
     path = tmp_path / "channel_0"
     os.mkfifo(path)
-    reader = RecordReader(path)  # no writer: would block if it opened the FIFO
-    assert not reader._native.started
-    reader.close()
+    reader = RecordReader(path, open_timeout=10)  # no writer: would block if it opened the FIFO
+    time.sleep(0.2)  # time enough for a reader thread, had one started, to open it
+    assert not has_a_reader(path)
+    # The probe sees a reader: the first read opens the FIFO (and the probe, a writer that
+    # comes and goes, ends its stream).
+    first_read = threading.Thread(target=lambda: list(reader))
+    first_read.start()
+    try:
+        assert wait_until(lambda: has_a_reader(path))
+    finally:
+        reader.close()
+        first_read.join(timeout=10)
+    assert not first_read.is_alive()
 
 
 def test_a_reader_claims_its_fifo_on_first_read_only(fifo, tmp_path):
@@ -141,6 +178,7 @@ def test_a_reader_claims_its_fifo_on_first_read_only(fifo, tmp_path):
     time.sleep(0.2)
     # The writer is still blocked in open(): nobody has opened the read end.
     assert all(w.poll() is None for w, _ in fifo.writers)
+    assert not has_a_reader(path)
     assert list(reader) == [b"r1", b"r2"]
 
 
@@ -256,12 +294,19 @@ def test_skipping_corrupt_tfrecords_warns_with_the_count(tmp_path, caplog):
         list(RecordReader(path, "TFRecord", max_corrupted_records_to_skip=1))
 
 
-def test_missing_file_is_file_not_found(tmp_path):
-    path = tmp_path / "folder"
-    path.mkdir()
-    with pytest.raises(IsADirectoryError) as raised:
-        list(RecordReader(path))
-    assert raised.value.filename == str(path)
+def test_os_errors_keep_their_class_and_name_the_path(tmp_path):
+    # A path that does not exist is no OS error: it may be a FIFO that SageMaker has not made
+    # yet, so it is waited for (test_missing_path_times_out).
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (tmp_path / "file").write_bytes(b"")
+    for path, error_class in [
+        (folder, IsADirectoryError),
+        (tmp_path / "file" / "data", NotADirectoryError),
+    ]:
+        with pytest.raises(error_class) as raised:
+            list(RecordReader(path, open_timeout=5))
+        assert raised.value.filename == str(path)
 
 
 @pytest.mark.parametrize(
@@ -329,10 +374,20 @@ def test_an_unclosed_writer_still_delivers_what_it_buffered(tmp_path):
     assert list(RecordReader(path, "TFRecord")) == [b"a", b"b" * 1000, b"c"]
 
 
-# Run in a child so that a regression hangs the child, not the suite.
+# Run in a child so that a regression hangs the child, not the suite. Each question is timed; a
+# question that waited for the blocked thread's lock would hang (it holds the GIL meanwhile).
 _ASK_WHILE_ANOTHER_THREAD_WAITS = """
 import os, sys, threading, time
 from pipemode import RecordReader, RecordWriter
+
+def ask(question, how):
+    start = time.monotonic()
+    try:
+        answer = repr(how())
+    except Exception as error:
+        answer = type(error).__name__
+    print(question, answer, f"{time.monotonic() - start:.3f}", flush=True)
+
 folder = sys.argv[1]
 # A writer whose write blocks on a FIFO nobody reads yet.
 fifo = os.path.join(folder, "w")
@@ -342,18 +397,17 @@ writer = RecordWriter(fifo, "RecordIO")
 blocked = threading.Thread(target=writer.write, args=(b"x" * (8 << 20),))
 blocked.start()
 time.sleep(0.3)
-assert not writer.closed
-# A reader whose next_batch waits for a FIFO writer that never comes.
+ask("writer.closed", lambda: writer.closed)
+# A reader whose read waits for a FIFO writer that never comes.
 silent = os.path.join(folder, "r")
 os.mkfifo(silent)
 reader = RecordReader(silent, "RecordIO", open_timeout=None)
 waiting = threading.Thread(target=lambda: list(reader))
 waiting.start()
 time.sleep(0.3)
-try:
-    reader.batches(8)
-except Exception as error:
-    print("batches:", type(error).__name__)
+ask("reader.batches(8)", lambda: next(reader.batches(8)))
+ask("reader.records_read", lambda: reader.records_read)
+ask("reader.pipe_wait_seconds", lambda: reader.pipe_wait_seconds >= 0)
 reader.close()
 waiting.join()
 os.close(read_end)  # the blocked write now fails with EPIPE
@@ -367,15 +421,49 @@ def test_asking_a_reader_or_writer_does_not_wait_for_a_blocked_thread(tmp_path):
         [sys.executable, "-c", _ASK_WHILE_ANOTHER_THREAD_WAITS, str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,
     )
     assert child.returncode == 0, child.stderr
-    assert child.stdout.splitlines()[-1] == "done"
+    *questions, last = child.stdout.splitlines()
+    assert last == "done"
+    answers = {}
+    for line in questions:
+        question, answer, seconds = line.split()
+        answers[question] = answer
+        assert float(seconds) < 1.0, line
+    assert answers == {
+        "writer.closed": "False",
+        # Batches of another size cannot be asked for once reading has started.
+        "reader.batches(8)": "ValueError",
+        "reader.records_read": "0",
+        "reader.pipe_wait_seconds": "True",
+    }
+
+
+# Where each public name is defined: `pipemode` must hand out these very objects.
+EXPORTS = {
+    "CorruptRecordError": "pipemode.errors",
+    "DenseReader": "pipemode.decode",
+    "FixedLenFeature": "pipemode.decode",
+    "PipeModeChannel": "pipemode.channel",
+    "PipeModeDatasetException": "pipemode.errors",
+    "PipeModeError": "pipemode.errors",
+    "PipeTimeoutError": "pipemode.errors",
+    "RecordBatch": "pipemode._native",
+    "RecordDecodeError": "pipemode.errors",
+    "RecordReader": "pipemode.reader",
+    "RecordWriter": "pipemode.reader",
+    "__version__": "pipemode._native",
+    "decode_examples": "pipemode.decode",
+    "encode_example": "pipemode.decode",
+}
 
 
 def test_exports():
-    assert pipemode.RecordReader is RecordReader
-    assert pipemode.RecordBatch is RecordBatch
+    # PipeModeDataset imports TensorFlow: tests/test_imports.py checks it without loading TF.
+    assert set(pipemode.__all__) == {*EXPORTS, "PipeModeDataset"}
+    for name, module in EXPORTS.items():
+        assert getattr(pipemode, name) is getattr(importlib.import_module(module), name), name
 
 
 def test_batch_size_is_fixed_by_the_first_read(tmp_path):
