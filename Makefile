@@ -39,3 +39,8 @@ bench: install
 demo:
 	$(PIP) install --quiet ".[tensorflow]"
 	pipemode demo
+
+# Every cargo-fuzz target for a minute (FUZZ_SECONDS); installs nightly and cargo-fuzz if missing.
+.PHONY: fuzz
+fuzz:
+	.ci/fuzz
