@@ -68,7 +68,8 @@ pub struct Case<'a> {
     read_sizes: &'a [u8],
 }
 
-const HEAD: usize = 6;
+/// Bytes of choices before the stream.
+pub const HEAD: usize = 6;
 
 impl<'a> Case<'a> {
     pub fn new(data: &'a [u8]) -> Option<Self> {
