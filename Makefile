@@ -13,7 +13,7 @@ PIP := $(PYTHON) -m pip
 NATIVE_SOURCES := $(shell find rust -name '*.rs' -not -path '*/fuzz/*') Cargo.toml Cargo.lock rust/core/Cargo.toml rust/python/Cargo.toml pyproject.toml
 BUILT := $(VENV)/.pipemode-built
 
-.PHONY: help install build test test-rust test-python lint fmt bench demo
+.PHONY: help install build test test-rust test-python lint fmt fuzz bench demo
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ fmt: $(PYTHON) ## Format Rust and Python, fix what ruff can
 	cargo fmt --all
 	$(PYTHON) -m ruff format python tests benches examples
 	$(PYTHON) -m ruff check --fix python tests benches examples
+
+fuzz: ## Every cargo-fuzz target for a minute (FUZZ_SECONDS); installs nightly and cargo-fuzz if missing
+	.ci/fuzz
 
 bench: install ## The benchmarks of benches/ (figures in benches/README.md)
 	$(PYTHON) benches/bench_reader.py
