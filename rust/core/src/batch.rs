@@ -216,6 +216,14 @@ impl<'a> Chunks<'a> {
     }
 }
 
+/// Records per raw batch unless asked otherwise: `batch_size` of `pipemode.RecordReader`,
+/// `PipeModeChannel.next_epoch` and the raw `PipeModeDataset`.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// Bound on one raw batch's payload unless a single record is larger, so that a queue of
+/// batches of large records cannot hold gigabytes.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+
 /// Copies each record's payload into a [`RecordBatch`]. A batch is full at `max_records`
 /// records or once it holds `max_bytes` of payload, whichever comes first, so large records
 /// cannot make a queue of batches hold gigabytes.
@@ -232,14 +240,11 @@ pub struct RecordBatchBuilder {
 }
 
 impl RecordBatchBuilder {
-    /// Bound on one batch's payload unless a single record is larger.
-    pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
-
     /// Idle payload buffers kept for reuse (see [`crate::pool`]).
     const POOLED_BUFFERS: usize = 4;
 
     pub fn new(max_records: usize) -> Self {
-        Self::with_max_bytes(max_records, Self::DEFAULT_MAX_BYTES)
+        Self::with_max_bytes(max_records, DEFAULT_MAX_BATCH_BYTES)
     }
 
     pub fn with_max_bytes(max_records: usize, max_bytes: usize) -> Self {

@@ -14,7 +14,10 @@ pub mod reader;
 pub mod source;
 pub mod writer;
 
-pub use batch::{BatchBuilder, Chunks, RecordBatch, RecordBatchBuilder};
+pub use batch::{
+    BatchBuilder, Chunks, RecordBatch, RecordBatchBuilder, DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_BYTES,
+};
 pub use error::{Error, RecordError, Result};
 pub use framing::{Format, Multipart};
 pub use reader::{Canceller, PrefetchReader, ReaderCounters, ReaderOptions, ReaderStats};

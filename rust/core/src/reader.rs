@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::framing::{self, Format, Framer, FramingOptions};
 use crate::source::{self, SourceOptions, SourceStats, CANCEL_CHECK_INTERVAL};
 
-
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
     pub format: Format,

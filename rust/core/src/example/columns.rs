@@ -22,6 +22,13 @@ pub const ALIGN: usize = 64;
 /// 288k records each, 2-core Xeon); 128 rows cost more per record again (Python per block).
 pub const DEFAULT_MAX_BLOCK_BYTES: usize = 2 << 20;
 
+/// Rows per dense batch unless asked otherwise: the tutorial's `batch(64)`.
+pub const DEFAULT_DENSE_BATCH_SIZE: usize = 64;
+
+/// Dense batches per block unless asked otherwise; [`DEFAULT_MAX_BLOCK_BYTES`] usually ends a
+/// block of large records first.
+pub const DEFAULT_BATCHES_PER_BLOCK: usize = 16;
+
 /// The most a column reserves before data arrives. A block's size comes from the spec, not the
 /// data, but a huge shape must not reserve terabytes up front: beyond this, columns grow as
 /// values actually arrive.

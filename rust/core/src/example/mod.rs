@@ -17,7 +17,8 @@ mod tests;
 use std::sync::Arc;
 
 pub use columns::{
-    AlignedBuf, BufferPool, Column, DenseBlock, DenseBlockBuilder, ALIGN, DEFAULT_MAX_BLOCK_BYTES,
+    AlignedBuf, BufferPool, Column, DenseBlock, DenseBlockBuilder, ALIGN,
+    DEFAULT_BATCHES_PER_BLOCK, DEFAULT_DENSE_BATCH_SIZE, DEFAULT_MAX_BLOCK_BYTES,
 };
 pub use spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 pub use wire::encode::{example as encode_example, Values};
