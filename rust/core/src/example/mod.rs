@@ -4,10 +4,15 @@
 //!
 //! - [`wire`]: the protobuf wire format, read by hand (why: see there).
 //! - [`spec`]: which features to decode, with their shapes and defaults.
-//! - [`columns`]: the aligned column buffers and [`DenseBlockBuilder`], the
-//!   [`crate::BatchBuilder`] the reader thread decodes with.
+//! - [`dense_block`]: [`DenseBlockBuilder`], the [`crate::BatchBuilder`] the reader thread
+//!   decodes with, and the [`DenseBlock`]s it hands out.
+//! - [`columns`]: the column builders that write each record's values into their column.
+//! - [`aligned`]: [`AlignedBuf`], the 64-byte aligned column buffer, and its pool: the crate's
+//!   only unsafe code, in a room of its own.
 
+pub mod aligned;
 pub mod columns;
+pub mod dense_block;
 pub mod spec;
 pub mod wire;
 
@@ -16,9 +21,11 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use columns::{
-    AlignedBuf, BufferPool, Column, DenseBlock, DenseBlockBuilder, ALIGN,
-    DEFAULT_BATCHES_PER_BLOCK, DEFAULT_DENSE_BATCH_SIZE, DEFAULT_MAX_BLOCK_BYTES,
+pub use aligned::{AlignedBuf, BufferPool, ALIGN};
+pub use columns::Column;
+pub use dense_block::{
+    DenseBlock, DenseBlockBuilder, DEFAULT_BATCHES_PER_BLOCK, DEFAULT_DENSE_BATCH_SIZE,
+    DEFAULT_MAX_BLOCK_BYTES,
 };
 pub use spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 pub use wire::encode::{example as encode_example, Values};
