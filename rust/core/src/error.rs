@@ -46,6 +46,25 @@ pub enum Error {
         message: String,
     },
 
+    /// A record of a batch held in memory (no stream, so no path or offset) whose content
+    /// cannot be decoded; `record` is its index in the batch.
+    #[error("record {record}: {message}")]
+    BatchRecord {
+        /// The record's index in the batch given.
+        record: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// The reader thread panicked: a bug in pipemode, not a problem with the stream or the OS.
+    #[error("{path}: the reader thread panicked (a bug in pipemode): {message}")]
+    ReaderPanicked {
+        /// The stream the thread was reading.
+        path: String,
+        /// The panic's message, if it had one.
+        message: String,
+    },
+
     /// Options that cannot work together, found before any byte is read.
     #[error("{0}")]
     Config(String),
@@ -67,8 +86,9 @@ impl Error {
             Error::Io { path, .. }
             | Error::Timeout { path, .. }
             | Error::Corrupt { path, .. }
-            | Error::Record { path, .. } => Some(path),
-            Error::Config(_) => None,
+            | Error::Record { path, .. }
+            | Error::ReaderPanicked { path, .. } => Some(path),
+            Error::BatchRecord { .. } | Error::Config(_) => None,
         }
     }
 }

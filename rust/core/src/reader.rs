@@ -269,10 +269,9 @@ impl<B: BatchBuilder> PrefetchReader<B> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Error::Io {
+            Error::ReaderPanicked {
                 path: label,
-                offset: None,
-                source: std::io::Error::other(format!("reader thread panicked: {message}")),
+                message,
             }
         })
     }

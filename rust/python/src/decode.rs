@@ -11,7 +11,7 @@ use pipemode_core::Error;
 
 use crate::batch::PyRecordBatch;
 use crate::columns::BlockLayout;
-use crate::errors::{self, to_pyerr};
+use crate::errors::to_pyerr;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -166,13 +166,8 @@ pub fn decode_examples<'py>(
         let spec_arc = spec.spec.clone();
         py.detach(|| example::decode_examples(spec_arc, slices.iter().copied(), &spec.pool))
     };
-    let block = block.map_err(|e| decode_error(py, e.record, &e.error.0))?;
+    let block = block.map_err(|e| to_pyerr(py, e.into()))?;
     spec.layout.to_dict(py, block)
-}
-
-/// `RecordDecodeError` for a record of an in-memory batch: no stream, so no path or offset.
-fn decode_error(py: Python<'_>, record: usize, message: &str) -> PyErr {
-    errors::record_decode_error(py, format!("record {record}: {message}"), record)
 }
 
 /// A tf.train.Example from `[(name, kind, values)]`: kind "string" with a list of `bytes`, or

@@ -31,13 +31,22 @@ pub use spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
 pub use wire::encode::{example as encode_example, Values};
 
 use crate::batch::BatchBuilder;
-use crate::error::RecordError;
+use crate::error::{Error, RecordError};
 
 /// A record that did not decode: its index among the records given, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
     pub record: usize,
     pub error: RecordError,
+}
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Self {
+        Error::BatchRecord {
+            record: e.record,
+            message: e.error.0,
+        }
+    }
 }
 
 /// Decodes a batch of records held in memory into one block (`tf.io.parse_example` on a
