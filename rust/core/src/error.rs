@@ -5,15 +5,20 @@
 use std::io;
 use std::time::Duration;
 
+/// The core's results: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything the core reports, each data error with the stream's name and byte offset.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The operating system refused an open, read or write (mid-stream: at `offset`).
     #[error("{path}: {source}{}", at_offset(*offset))]
     Io {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// Where in the stream the failing read began, for a failure mid-stream.
         offset: Option<u64>,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
@@ -21,8 +26,11 @@ pub enum Error {
     /// A path that never appeared, or a FIFO whose other end never opened, within the timeout.
     #[error("{path}: timed out after {:.1} s waiting for {what}", waited.as_secs_f64())]
     Timeout {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// What did not come: the path, or the FIFO's writer.
         what: &'static str,
+        /// How long the reader waited.
         waited: Duration,
     },
 
@@ -30,9 +38,13 @@ pub enum Error {
     /// sequence, or a length no sane record has.
     #[error("{path}: corrupt {format} stream at byte offset {offset}: {message}")]
     Corrupt {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// The record format the stream was read as.
         format: &'static str,
+        /// Where the broken record begins.
         offset: u64,
+        /// What is broken.
         message: String,
     },
 
@@ -40,9 +52,13 @@ pub enum Error {
     /// that lacks a feature the spec requires).
     #[error("{path}: record {record} at byte offset {offset}: {message}")]
     Record {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// The record's index in the stream, from 0.
         record: u64,
+        /// Where the record begins.
         offset: u64,
+        /// What is wrong with it.
         message: String,
     },
 

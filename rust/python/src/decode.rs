@@ -93,8 +93,8 @@ impl PyExampleSpec {
 }
 
 /// The core kind of a feature and the numpy dtype of its column. `decode_raw`'s dtype is checked
-/// here only (`pipemode.decode` just turns TF and numpy spellings into a numpy dtype): an
-/// integer or float of 1, 2, 4 or 8 bytes in native order, the order the core writes.
+/// here and in the core only (`pipemode.decode` just turns TF and numpy spellings into a numpy
+/// dtype): here an integer or float in native order, the order the core writes; there its size.
 fn feature_kind(
     py: Python<'_>,
     name: &str,
@@ -109,12 +109,10 @@ fn feature_kind(
         (STRING_KIND, Some(raw)) => {
             let dtype = PyArrayDescr::new(py, raw).map_err(|e| spec_error(e.to_string()))?;
             if !matches!(dtype.kind(), b'i' | b'u' | b'f')
-                || !matches!(dtype.itemsize(), 1 | 2 | 4 | 8)
                 || dtype.is_native_byteorder() == Some(false)
             {
                 return Err(spec_error(format!(
-                    "decode_raw into {dtype}: not an integer or float dtype of 1, 2, 4 or 8 \
-                     bytes in native byte order"
+                    "decode_raw into {dtype}: not an integer or float dtype in native byte order"
                 )));
             }
             let item_size = dtype.itemsize();

@@ -1,4 +1,4 @@
-//! The columns of a block being decoded: one [`ColumnBuilder`] per feature, writing each
+//! The columns of a block being decoded: one `ColumnBuilder` per feature, writing each
 //! record's values straight from the wire into its column, and the [`Column`]s they finish as.
 
 use super::aligned::{AlignedBuf, BufferPool};
@@ -42,11 +42,18 @@ pub enum Column {
     /// Native-endian numbers, row after row; `row_shape` is the shape of one row's values
     /// (the feature's shape, plus the item count for `decode_raw`).
     Numeric {
+        /// The values, [`crate::example::ALIGN`]-byte aligned.
         data: AlignedBuf,
+        /// The shape of one row's values.
         row_shape: Vec<usize>,
     },
     /// Byte strings, row-major: string `i` is `data[ends[i - 1]..ends[i]]` (from 0 for `i = 0`).
-    Bytes { data: Vec<u8>, ends: Vec<usize> },
+    Bytes {
+        /// The strings, back to back.
+        data: Vec<u8>,
+        /// Where each string ends in `data`.
+        ends: Vec<usize>,
+    },
 }
 
 /// A column being filled, with what it needs to fill a row fast.

@@ -26,7 +26,9 @@ pub const DEFAULT_BATCHES_PER_BLOCK: usize = 16;
 /// Decoded records: one [`Column`] per feature of the spec, in the spec's order.
 #[derive(Debug)]
 pub struct DenseBlock {
+    /// Rows (records) in the block.
     pub rows: usize,
+    /// One column per feature, in the spec's order.
     pub columns: Vec<Column>,
     /// Where the numeric columns' buffers go back once done with.
     pub pool: BufferPool,
@@ -62,6 +64,8 @@ impl DenseBlockBuilder {
         Self::with_pool(spec, rows_per_block, pool)
     }
 
+    /// A builder that takes its column buffers from `pool` and gives them back there, so that
+    /// builders and `decode_examples` calls with one spec share their buffers.
     pub fn with_pool(spec: Arc<ExampleSpec>, rows_per_block: usize, pool: BufferPool) -> Self {
         let rows_per_block = rows_per_block.max(1);
         let found = vec![None; spec.features().len()];
@@ -117,6 +121,7 @@ impl DenseBlockBuilder {
             .collect()
     }
 
+    /// The spec the builder decodes with.
     pub fn spec(&self) -> &ExampleSpec {
         &self.spec
     }
