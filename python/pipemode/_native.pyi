@@ -12,8 +12,16 @@ _Path = str | os.PathLike[str]
 
 __version__: str
 __all__ = [
+    "DEFAULT_BATCHES_PER_BLOCK",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_BUFFER_SIZE",
+    "DEFAULT_DENSE_BATCH_SIZE",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_BLOCK_BYTES",
+    "DEFAULT_OPEN_TIMEOUT",
+    "DEFAULT_PREFETCH",
     "AlignedColumn",
-    "ExampleReader",
+    "DenseReader",
     "ExampleSpec",
     "RecordBatch",
     "RecordReader",
@@ -23,11 +31,22 @@ __all__ = [
     "encode_example",
 ]
 
+# --- The core's defaults, each defined once there; the classes below take no defaults ---
+
+DEFAULT_BATCH_SIZE: int  # records per RecordBatch
+DEFAULT_MAX_BATCH_BYTES: int  # payload bytes per RecordBatch
+DEFAULT_BUFFER_SIZE: int  # the read buffer, and the FIFO's pipe size asked for
+DEFAULT_PREFETCH: int  # batches the reader thread may hold ready
+DEFAULT_OPEN_TIMEOUT: float | None  # seconds to wait for the path and the FIFO's writer
+DEFAULT_DENSE_BATCH_SIZE: int  # rows per dense batch
+DEFAULT_BATCHES_PER_BLOCK: int  # dense batches per block
+DEFAULT_MAX_BLOCK_BYTES: int  # a block ends after the batch that brings it to this size
+
 # --- The counters both readers share ---
 
 @disjoint_base
 class _ReaderBase:
-    """The base of RecordReader and ExampleReader: closing, waiting, their thread's counters."""
+    """The base of RecordReader and DenseReader: closing, waiting, their thread's counters."""
 
     def close(self) -> None: ...
     def wait_ready(self, timeout: float) -> bool: ...
@@ -49,7 +68,7 @@ class _ReaderBase:
 @final
 class ExampleSpec:
     """Features to decode: (name, "int64" | "float32" | "string", shape, flat default or None,
-    numpy dtype to decode_raw a string feature into, or None)."""
+    native-order numpy dtype to decode_raw a string feature into, or None)."""
 
     def __new__(
         cls,
@@ -66,7 +85,7 @@ def decode_examples(records: Any, spec: ExampleSpec) -> dict[str, np.ndarray[Any
 def encode_example(features: Sequence[tuple[bytes, str, Any]]) -> bytes: ...
 
 @final
-class ExampleReader(_ReaderBase):
+class DenseReader(_ReaderBase):
     """Records of a FIFO or file decoded into dense blocks on the reader thread."""
 
     def __new__(
@@ -75,15 +94,15 @@ class ExampleReader(_ReaderBase):
         record_format: str,
         spec: ExampleSpec,
         *,
-        batch_size: int = 64,
-        batches_per_block: int = 16,
-        max_corrupted_records_to_skip: int = 0,
-        multipart: str = "dmlc",
-        open_timeout: float | None = ...,
-        name: str | None = None,
-        buffer_size: int = ...,
-        prefetch: int = 4,
-    ) -> ExampleReader: ...
+        batch_size: int,
+        batches_per_block: int,
+        max_corrupted_records_to_skip: int,
+        multipart: str,
+        open_timeout: float | None,
+        name: str | None,
+        buffer_size: int,
+        prefetch: int,
+    ) -> DenseReader: ...
     def next_block(self) -> dict[str, np.ndarray[Any, Any]] | None: ...
     @property
     def spec(self) -> ExampleSpec: ...
@@ -116,16 +135,16 @@ class RecordReader(_ReaderBase):
     def __new__(
         cls,
         path: _Path,
-        record_format: str = "RecordIO",
+        record_format: str,
         *,
-        batch_size: int = 1024,
-        max_corrupted_records_to_skip: int = 0,
-        multipart: str = "dmlc",
-        open_timeout: float | None = ...,  # 120.0
-        name: str | None = None,
-        buffer_size: int = ...,  # 1 MiB
-        prefetch: int = 4,
-        max_batch_bytes: int = ...,  # 16 MiB
+        batch_size: int,
+        max_corrupted_records_to_skip: int,
+        multipart: str,
+        open_timeout: float | None,
+        name: str | None,
+        buffer_size: int,
+        prefetch: int,
+        max_batch_bytes: int,
     ) -> RecordReader: ...
     def next_batch(self) -> RecordBatch | None: ...
     @property

@@ -39,9 +39,19 @@ __all__ = [
     "default_config_dir",
     "default_pipe_dir",
     "default_state_dir",
+    "fifo_name",
 ]
 
+# The native reader checks the format (and that only TFRecord skips records) again, with its own
+# messages; a channel checks first because the incumbent's exact messages and order are the
+# point here (see PipeModeChannel).
 RECORD_FORMATS = ("RecordIO", "TFRecord", "TextLine")
+
+
+def fifo_name(channel: str, epoch: int) -> str:
+    """`<channel>_<epoch>`: the name of the FIFO that serves a channel's epoch, for the
+    reader (`PipeModeChannel.fifo_path`) and the runner's feeder alike."""
+    return f"{channel}_{epoch}"
 
 
 def _sagemaker_base_dir() -> Path:
@@ -139,7 +149,7 @@ class PipeModeChannel:
 
     def fifo_path(self, index: int) -> Path:
         """`<pipe_dir>/<channel>_<index>`: the FIFO that serves epoch `index`."""
-        return self.pipe_dir / f"{self.channel}_{index}"
+        return self.pipe_dir / fifo_name(self.channel, index)
 
     def peek_next_epoch(self) -> int:
         """The index the next claim will return, without claiming it."""

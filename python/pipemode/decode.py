@@ -41,9 +41,12 @@ __all__ = [
     "feature_columns",
 ]
 
-# Rows per dense batch unless asked otherwise: the tutorial's batch(64).
-DEFAULT_DENSE_BATCH_SIZE = 64
+# Defined in the Rust core (see reader_base.py): rows per dense batch unless asked otherwise
+# (the tutorial's batch(64)), and batches per decoded block.
+DEFAULT_DENSE_BATCH_SIZE: int = _native.DEFAULT_DENSE_BATCH_SIZE
+DEFAULT_BATCHES_PER_BLOCK: int = _native.DEFAULT_BATCHES_PER_BLOCK
 
+# The decoder's kinds, "string" for byte strings as in TF, by the spellings users give them.
 _KINDS = {"int64": "int64", "float32": "float32", "string": "string", "bytes": "string"}
 _UNSUPPORTED = ("VarLenFeature", "SparseFeature", "RaggedFeature", "FixedLenSequenceFeature")
 _SUPPORTED = (
@@ -115,13 +118,12 @@ def _default(name: str, kind: str, shape: tuple[int, ...], default: Any) -> list
     return array.astype(kind).ravel().tolist()
 
 
-def _raw_dtype(name: str, dtype: Any) -> np.dtype[Any]:
+def _raw_dtype(dtype: Any) -> np.dtype[Any]:
+    """The column's numpy dtype, in native byte order: `tf.io.decode_raw` reads the strings as
+    little-endian (its default) and hands out native numbers whatever order was asked for.
+    Which dtypes decode is checked once, by the native `ExampleSpec`."""
     np_dtype = np.dtype(getattr(dtype, "as_numpy_dtype", dtype))  # tf.DType -> numpy
-    if np_dtype.kind not in "iuf" or np_dtype.itemsize not in (1, 2, 4, 8):
-        raise PipeModeDatasetException(
-            f"decode_raw of {name!r}: {dtype!r} is not an integer or float dtype"
-        )
-    return np_dtype.newbyteorder("<")
+    return np_dtype.newbyteorder("=")
 
 
 class FeatureColumn(NamedTuple):
@@ -132,14 +134,15 @@ class FeatureColumn(NamedTuple):
     kind: str  # "int64", "float32" or "string"
     shape: tuple[int, ...]
     default: list[Any] | None  # flattened, or None when the feature is required
-    raw_dtype: np.dtype[Any] | None  # decode_raw's little-endian item type, if any
+    raw_dtype: np.dtype[Any] | None  # decode_raw's item type (native order), if any
 
 
 def feature_columns(
     features: Mapping[str, Any], decode_raw: Mapping[str, Any] | None = None
 ) -> list[FeatureColumn]:
     """Checks `features` (a `tf.io.parse_example` dict) and `decode_raw`, normalised once for
-    the decoder and for anything that describes its output (such as a TF signature)."""
+    the decoder and for anything that describes its output (such as a TF signature). Which
+    `decode_raw` dtypes decode is checked by the native `ExampleSpec` built from them."""
     if not isinstance(features, Mapping) or not features:
         raise PipeModeDatasetException("features must be a non-empty dict of name -> feature")
     decode_raw = dict(decode_raw or {})
@@ -165,7 +168,7 @@ def _column(name: str, feature: Any, decode_raw: dict[str, Any]) -> FeatureColum
             raise PipeModeDatasetException(
                 f"decode_raw of {name!r}: only string features can be decoded, not {kind}"
             )
-        raw_dtype = _raw_dtype(name, decode_raw[name])
+        raw_dtype = _raw_dtype(decode_raw[name])
     shape = _shape(name, feature.shape)
     return FeatureColumn(
         name, kind, shape, _default(name, kind, shape, feature.default_value), raw_dtype
@@ -234,7 +237,7 @@ def _entry(name: str, value: FeatureValue) -> tuple[bytes, str, Any]:
         strings = array.ravel().tolist()
         if not all(isinstance(v, (bytes, str)) for v in strings):
             raise TypeError(f"feature {name!r}: a list mixing bytes and numbers")
-        return name.encode(), "bytes", [v.encode() if isinstance(v, str) else v for v in strings]
+        return name.encode(), "string", [v.encode() if isinstance(v, str) else v for v in strings]
     if array.dtype.kind in "iub":
         return name.encode(), "int64", array.astype("<i8").ravel().tobytes()
     if array.dtype.kind == "f":
@@ -249,7 +252,7 @@ def _iterable(value: Any) -> Iterable[Any]:
 Columns = dict[str, np.ndarray]
 
 
-class DenseReader(StreamReader[_native.ExampleReader]):
+class DenseReader(StreamReader[_native.DenseReader]):
     """Reads a FIFO or file of tf.train.Example records as dense numpy batches.
 
     ``for batch in reader`` yields ``{name: ndarray[batch_size, *shape]}`` per batch (the last
@@ -274,7 +277,7 @@ class DenseReader(StreamReader[_native.ExampleReader]):
         features: Mapping[str, Any] | _native.ExampleSpec,
         decode_raw: Mapping[str, Any] | None = None,
         batch_size: int = DEFAULT_DENSE_BATCH_SIZE,
-        batches_per_block: int = 16,
+        batches_per_block: int = DEFAULT_BATCHES_PER_BLOCK,
         max_corrupted_records_to_skip: int = 0,
         multipart: str = "dmlc",
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
@@ -284,7 +287,7 @@ class DenseReader(StreamReader[_native.ExampleReader]):
     ) -> None:
         super().__init__(path, name, open_timeout)
         # Built now so that a bad spec or option fails here; the reader opens nothing yet.
-        self._native = _native.ExampleReader(
+        self._native = _native.DenseReader(
             self._path,
             record_format,
             example_spec(features, decode_raw),

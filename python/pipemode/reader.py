@@ -33,8 +33,9 @@ __all__ = [
     "RecordWriter",
 ]
 
-DEFAULT_BATCH_SIZE = 1024
-DEFAULT_MAX_BATCH_BYTES = 16 << 20
+# Defined in the Rust core (see reader_base.py).
+DEFAULT_BATCH_SIZE: int = _native.DEFAULT_BATCH_SIZE
+DEFAULT_MAX_BATCH_BYTES: int = _native.DEFAULT_MAX_BATCH_BYTES
 
 
 class RecordReader(StreamReader[_native.RecordReader]):

@@ -41,20 +41,22 @@ logger = logging.getLogger("pipemode")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# Every default is defined once, in the Rust core, and read here from `_native`.
 # The read buffer (and the FIFO's pipe size asked for), and how many batches the reader thread
 # may hold ready ahead of the consumer.
-DEFAULT_BUFFER_SIZE = 1 << 20
-DEFAULT_PREFETCH = 4
+DEFAULT_BUFFER_SIZE: int = _native.DEFAULT_BUFFER_SIZE
+DEFAULT_PREFETCH: int = _native.DEFAULT_PREFETCH
 
-# How long a reader waits for its FIFO to appear and for its writer to open the other end.
-# The incumbent meant 120 s (and really waited about two hours); a bounded wait is the point.
-DEFAULT_OPEN_TIMEOUT = 120.0
+# How long, in seconds, a reader waits for its FIFO to appear and for its writer to open the
+# other end. The incumbent meant 120 s (and really waited about two hours); a bounded wait is
+# the point.
+DEFAULT_OPEN_TIMEOUT: float | None = _native.DEFAULT_OPEN_TIMEOUT
 
 # After this many seconds without a first batch, a reader says once, on the `pipemode` logger,
 # what it is waiting for: a mistyped path would otherwise wait out `open_timeout` in silence.
 WAIT_NOTE_AFTER = 5.0
 
-_Native = TypeVar("_Native", _native.RecordReader, _native.ExampleReader)
+_Native = TypeVar("_Native", _native.RecordReader, _native.DenseReader)
 _Reader = TypeVar("_Reader", bound="StreamReader[Any]")
 _Item = TypeVar("_Item")
 

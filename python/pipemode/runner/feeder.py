@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from pipemode.channel import fifo_name
 from pipemode.reader import RecordWriter
 from pipemode.runner.channels import Channel
 from pipemode.runner.sources import (
@@ -119,7 +120,7 @@ class ChannelFeeder:
         epoch = 0
         try:
             while not self._stop.is_set():
-                fifo = self.data_dir / f"{self.channel.name}_{epoch}"
+                fifo = self.data_dir / fifo_name(self.channel.name, epoch)
                 os.mkfifo(fifo, 0o600)
                 try:
                     fd = self._open_when_read(fifo)

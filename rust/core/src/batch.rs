@@ -8,6 +8,7 @@ use crate::pool::Pool;
 
 /// Accumulates complete records (never a partial one) into batches.
 pub trait BatchBuilder: Send + 'static {
+    /// The batch handed to the consumer.
     type Batch: Send + 'static;
 
     /// Adds one complete record. An error rejects that record and ends the stream; the records
@@ -17,6 +18,7 @@ pub trait BatchBuilder: Send + 'static {
     /// Records pushed since the last [`BatchBuilder::take`].
     fn len(&self) -> usize;
 
+    /// True when no record is in the batch being built.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -33,6 +35,19 @@ pub trait BatchBuilder: Send + 'static {
 /// A batch of raw records: every payload back to back in one buffer, plus `n + 1` offsets
 /// (`offsets[0] == 0`, record `i` is `data[offsets[i]..offsets[i + 1]]`). One buffer and one
 /// offsets array hand over to Python, numpy or TF without a copy per record.
+///
+/// ```
+/// use pipemode_core::{BatchBuilder, RecordBatchBuilder};
+///
+/// let mut builder = RecordBatchBuilder::new(2);
+/// builder.push(b"first").unwrap();
+/// builder.push(b"second").unwrap();
+/// assert!(builder.is_full());
+/// let batch = builder.take();
+/// assert_eq!(batch.offsets(), &[0, 5, 11]);
+/// assert_eq!(batch.get(1), Some(&b"second"[..]));
+/// assert_eq!(batch.iter().collect::<Vec<_>>(), [&b"first"[..], b"second"]);
+/// ```
 #[derive(Debug, Default)]
 pub struct RecordBatch {
     data: Vec<u8>,
@@ -87,10 +102,12 @@ impl RecordBatch {
         }
     }
 
+    /// The number of records.
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }
 
+    /// True when the batch holds no record.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -112,6 +129,7 @@ impl RecordBatch {
         &self.offsets
     }
 
+    /// The records, in order, as slices of the payload buffer.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.offsets
             .windows(2)
@@ -141,6 +159,8 @@ impl RecordBatch {
         }
     }
 
+    /// The payload buffer and the `len() + 1` offsets, taken out of the batch: the caller's
+    /// now, they no longer go back to the builder's pool.
     pub fn into_parts(mut self) -> (Vec<u8>, Vec<i64>) {
         self.pool = None;
         (
@@ -164,6 +184,7 @@ pub struct Chunks<'a> {
 }
 
 impl<'a> Chunks<'a> {
+    /// Records in each run.
     pub fn records_per_chunk(&self) -> usize {
         self.records_per_chunk
     }
@@ -173,6 +194,7 @@ impl<'a> Chunks<'a> {
         self.len
     }
 
+    /// True when there is no run.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -216,6 +238,14 @@ impl<'a> Chunks<'a> {
     }
 }
 
+/// Records per raw batch unless asked otherwise: `batch_size` of `pipemode.RecordReader`,
+/// `PipeModeChannel.next_epoch` and the raw `PipeModeDataset`.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// Bound on one raw batch's payload unless a single record is larger, so that a queue of
+/// batches of large records cannot hold gigabytes.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+
 /// Copies each record's payload into a [`RecordBatch`]. A batch is full at `max_records`
 /// records or once it holds `max_bytes` of payload, whichever comes first, so large records
 /// cannot make a queue of batches hold gigabytes.
@@ -232,16 +262,16 @@ pub struct RecordBatchBuilder {
 }
 
 impl RecordBatchBuilder {
-    /// Bound on one batch's payload unless a single record is larger.
-    pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
-
     /// Idle payload buffers kept for reuse (see [`crate::pool`]).
     const POOLED_BUFFERS: usize = 4;
 
+    /// A builder of batches of up to `max_records` records and [`DEFAULT_MAX_BATCH_BYTES`].
     pub fn new(max_records: usize) -> Self {
-        Self::with_max_bytes(max_records, Self::DEFAULT_MAX_BYTES)
+        Self::with_max_bytes(max_records, DEFAULT_MAX_BATCH_BYTES)
     }
 
+    /// A builder of batches of up to `max_records` records and `max_bytes` of payload (a single
+    /// larger record still makes a batch of its own).
     pub fn with_max_bytes(max_records: usize, max_bytes: usize) -> Self {
         let max_records = max_records.max(1);
         RecordBatchBuilder {

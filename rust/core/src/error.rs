@@ -5,15 +5,20 @@
 use std::io;
 use std::time::Duration;
 
+/// The core's results: [`Error`] unless said otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything the core reports, each data error with the stream's name and byte offset.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The operating system refused an open, read or write (mid-stream: at `offset`).
     #[error("{path}: {source}{}", at_offset(*offset))]
     Io {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// Where in the stream the failing read began, for a failure mid-stream.
         offset: Option<u64>,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
@@ -21,8 +26,11 @@ pub enum Error {
     /// A path that never appeared, or a FIFO whose other end never opened, within the timeout.
     #[error("{path}: timed out after {:.1} s waiting for {what}", waited.as_secs_f64())]
     Timeout {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// What did not come: the path, or the FIFO's writer.
         what: &'static str,
+        /// How long the reader waited.
         waited: Duration,
     },
 
@@ -30,9 +38,13 @@ pub enum Error {
     /// sequence, or a length no sane record has.
     #[error("{path}: corrupt {format} stream at byte offset {offset}: {message}")]
     Corrupt {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// The record format the stream was read as.
         format: &'static str,
+        /// Where the broken record begins.
         offset: u64,
+        /// What is broken.
         message: String,
     },
 
@@ -40,9 +52,32 @@ pub enum Error {
     /// that lacks a feature the spec requires).
     #[error("{path}: record {record} at byte offset {offset}: {message}")]
     Record {
+        /// The stream (file path, or channel and path).
         path: String,
+        /// The record's index in the stream, from 0.
         record: u64,
+        /// Where the record begins.
         offset: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A record of a batch held in memory (no stream, so no path or offset) whose content
+    /// cannot be decoded; `record` is its index in the batch.
+    #[error("record {record}: {message}")]
+    BatchRecord {
+        /// The record's index in the batch given.
+        record: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// The reader thread panicked: a bug in pipemode, not a problem with the stream or the OS.
+    #[error("{path}: the reader thread panicked (a bug in pipemode): {message}")]
+    ReaderPanicked {
+        /// The stream the thread was reading.
+        path: String,
+        /// The panic's message, if it had one.
         message: String,
     },
 
@@ -67,8 +102,9 @@ impl Error {
             Error::Io { path, .. }
             | Error::Timeout { path, .. }
             | Error::Corrupt { path, .. }
-            | Error::Record { path, .. } => Some(path),
-            Error::Config(_) => None,
+            | Error::Record { path, .. }
+            | Error::ReaderPanicked { path, .. } => Some(path),
+            Error::BatchRecord { .. } | Error::Config(_) => None,
         }
     }
 }

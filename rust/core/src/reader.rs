@@ -16,11 +16,14 @@ use crate::error::{Error, Result};
 use crate::framing::{self, Format, Framer, FramingOptions};
 use crate::source::{self, SourceOptions, SourceStats, CANCEL_CHECK_INTERVAL};
 
-
+/// What a [`PrefetchReader`] reads and how.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
+    /// The stream's record format.
     pub format: Format,
+    /// How records are framed: multipart joining, skipping, the record size cap.
     pub framing: FramingOptions,
+    /// How the source is opened and read.
     pub source: SourceOptions,
     /// Batches the thread may have ready before it waits for the consumer (at least 1).
     pub prefetch: usize,
@@ -66,6 +69,7 @@ pub struct ReaderCounters {
 }
 
 impl ReaderStats {
+    /// The counters now.
     pub fn snapshot(&self) -> ReaderCounters {
         ReaderCounters {
             records: self.records.load(Ordering::Relaxed),
@@ -90,12 +94,34 @@ impl ReaderStats {
 pub struct Canceller(Arc<AtomicBool>);
 
 impl Canceller {
+    /// Stops the reader's thread and makes its pending `next_batch` return `Ok(None)`.
     pub fn cancel(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
 
 /// Reads one stream on its own thread into batches of `B`.
+///
+/// ```
+/// use pipemode_core::{Format, PrefetchReader, ReaderOptions, RecordBatchBuilder, RecordWriter};
+///
+/// let path = std::env::temp_dir().join(format!("pipemode-doctest-{}", std::process::id()));
+/// let mut writer = RecordWriter::create(&path, Format::TfRecord)?;
+/// for record in [&b"a"[..], b"bc", b"def"] {
+///     writer.write_record(record)?;
+/// }
+/// writer.flush()?;
+///
+/// let options = ReaderOptions { format: Format::TfRecord, ..ReaderOptions::default() };
+/// let mut reader = PrefetchReader::new(&path, options, RecordBatchBuilder::new(2))?;
+/// let mut records = Vec::new();
+/// while let Some(batch) = reader.next_batch()? {
+///     records.extend(batch.iter().map(<[u8]>::to_vec));
+/// }
+/// assert_eq!(records, [b"a".to_vec(), b"bc".to_vec(), b"def".to_vec()]);
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct PrefetchReader<B: BatchBuilder> {
     state: State<B>,
     cancel: Arc<AtomicBool>,
@@ -200,6 +226,7 @@ impl<B: BatchBuilder> PrefetchReader<B> {
         let _ = self.finish();
     }
 
+    /// A handle that stops this reader from another thread.
     pub fn canceller(&self) -> Canceller {
         Canceller(self.cancel.clone())
     }
@@ -270,10 +297,9 @@ impl<B: BatchBuilder> PrefetchReader<B> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            Error::Io {
+            Error::ReaderPanicked {
                 path: label,
-                offset: None,
-                source: std::io::Error::other(format!("reader thread panicked: {message}")),
+                message,
             }
         })
     }

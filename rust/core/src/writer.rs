@@ -13,6 +13,7 @@ pub const RECORDIO_MAX_RECORD: usize = (1 << 29) - 1;
 
 const WRITE_BUFFER_SIZE: usize = 1 << 20;
 
+/// Writes records in one framing to a file or FIFO (or any `Write`).
 pub struct RecordWriter<W: Write = BufWriter<File>> {
     out: W,
     format: Format,
@@ -48,6 +49,7 @@ impl<W: Write> RecordWriter<W> {
         RecordWriter { out, format, label }
     }
 
+    /// Writes one record with its framing.
     pub fn write_record(&mut self, data: &[u8]) -> Result<()> {
         let written = match self.format {
             Format::TfRecord => write_tfrecord(&mut self.out, data),
@@ -76,6 +78,7 @@ impl<W: Write> RecordWriter<W> {
         written.map_err(|source| self.io_error(source))
     }
 
+    /// Writes out what is buffered.
     pub fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|source| self.io_error(source))
     }

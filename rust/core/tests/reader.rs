@@ -288,3 +288,40 @@ fn config_errors_come_before_opening() {
     assert!(matches!(error, Some(Error::Config(_))));
     assert!(matches!("CSV".parse::<Format>(), Err(Error::Config(_))));
 }
+
+/// Panics on a record that starts with `!`: a bug in a builder, as the reader sees it.
+struct Panicky(RecordBatchBuilder);
+
+impl BatchBuilder for Panicky {
+    type Batch = pipemode_core::RecordBatch;
+    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
+        assert!(record.first() != Some(&b'!'), "a builder bug");
+        self.0.push(record)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_full(&self) -> bool {
+        self.0.is_full()
+    }
+    fn take(&mut self) -> Self::Batch {
+        self.0.take()
+    }
+}
+
+#[test]
+fn a_panicked_reader_thread_is_its_own_error_not_an_os_error() {
+    let dir = TempDir::new("panic");
+    let file = dir.0.join("data");
+    std::fs::write(&file, encode(Format::TextLine, &[b"!".to_vec()])).unwrap();
+    let builder = Panicky(RecordBatchBuilder::new(100));
+    let mut reader = PrefetchReader::new(&file, options(Format::TextLine), builder).unwrap();
+    match reader.next_batch() {
+        Err(Error::ReaderPanicked { path, message }) => {
+            assert_eq!(path, file.display().to_string());
+            assert!(message.contains("a builder bug"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reader.next_batch().unwrap(), None);
+}

@@ -1,5 +1,9 @@
 //! Core errors as the exception classes of `pipemode.errors`, so Rust and Python raise the very
-//! same classes and `except pipemode.CorruptRecordError` catches both.
+//! same classes and `except pipemode.CorruptRecordError` catches both. [`to_pyerr`] is the one
+//! mapping: every core error reaches Python through it. The binding raises `TypeError`,
+//! `ValueError` or `IndexError` itself only for misuse that no core code sees: an argument of the
+//! wrong Python type or value, an index out of range, a write to a closed writer (as Python's
+//! own files raise `ValueError`).
 
 use pipemode_core::error::at_offset;
 use pipemode_core::Error;
@@ -43,6 +47,14 @@ fn build(py: Python<'_>, error: Error) -> PyResult<PyErr> {
         Error::Timeout { path, .. } => {
             error_class(py, &PIPE_TIMEOUT_ERROR, "PipeTimeoutError")?.call1((message, path))?
         }
+        Error::BatchRecord { record, .. } => error_class(
+            py,
+            &RECORD_DECODE_ERROR,
+            "RecordDecodeError",
+        )?
+        .call1((message, py.None(), py.None(), record))?,
+        // A bug, not a problem with the stream or the OS: neither an OSError nor a data error.
+        Error::ReaderPanicked { .. } => return Ok(PyRuntimeError::new_err(message)),
         Error::Config(message) => {
             error_class(py, &PIPE_MODE_DATASET_EXCEPTION, "PipeModeDatasetException")?
                 .call1((message,))?
@@ -56,22 +68,13 @@ fn build(py: Python<'_>, error: Error) -> PyResult<PyErr> {
     Ok(PyErr::from_value(exception))
 }
 
-/// `RecordDecodeError` about a record held in memory: no stream, so no path or offset.
-pub fn record_decode_error(py: Python<'_>, message: String, record: usize) -> PyErr {
-    let built = error_class(py, &RECORD_DECODE_ERROR, "RecordDecodeError")
-        .and_then(|class| class.call1((message, py.None(), py.None(), record)));
-    match built {
-        Ok(exception) => PyErr::from_value(exception),
-        Err(failed) => failed,
-    }
-}
-
 /// `OSError(errno, strerror, filename)`, which Python turns into the matching subclass
 /// (`FileNotFoundError`, `BrokenPipeError`, ...); a mid-stream failure's offset ends strerror.
+/// An I/O error without an errno is still an `OSError`, with `errno` None.
 fn os_error(py: Python<'_>, path: String, offset: Option<u64>, source: std::io::Error) -> PyErr {
     let at = at_offset(offset);
     let Some(errno) = source.raw_os_error() else {
-        return PyRuntimeError::new_err(format!("{path}: {source}{at}"));
+        return PyOSError::new_err((py.None(), format!("{source}{at}"), path));
     };
     let strerror = py
         .import("os")

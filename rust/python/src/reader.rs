@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pipemode_core::source::DEFAULT_BUFFER_SIZE;
 use pipemode_core::{Error, PrefetchReader, RecordBatchBuilder};
 use pyo3::prelude::*;
 
@@ -12,6 +11,8 @@ use crate::errors::to_pyerr;
 use crate::options::{positive, ReaderArgs};
 use crate::reader_base::{PyReaderBase, SharedReader};
 
+/// Every argument is required: `pipemode.RecordReader` passes them all, with the
+/// defaults the core defines and `_native` exports (see `lib.rs`).
 #[pyclass(name = "RecordReader", module = "pipemode._native", extends = PyReaderBase, frozen)]
 pub struct PyRecordReader {
     reader: Arc<SharedReader<RecordBatchBuilder>>,
@@ -24,16 +25,16 @@ impl PyRecordReader {
     #[new]
     #[pyo3(signature = (
         path,
-        record_format = "RecordIO",
+        record_format,
         *,
-        batch_size = 1024,
-        max_corrupted_records_to_skip = 0,
-        multipart = "dmlc",
-        open_timeout = Some(120.0),
-        name = None,
-        buffer_size = DEFAULT_BUFFER_SIZE as i64,
-        prefetch = 4,
-        max_batch_bytes = RecordBatchBuilder::DEFAULT_MAX_BYTES as i64,
+        batch_size,
+        max_corrupted_records_to_skip,
+        multipart,
+        open_timeout,
+        name,
+        buffer_size,
+        prefetch,
+        max_batch_bytes,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(

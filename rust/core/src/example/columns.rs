@@ -1,26 +1,10 @@
-//! Dense columns and the builder that decodes Examples into them, one row per record.
-//!
-//! Numeric columns live in 64-byte aligned buffers: TensorFlow adopts a numpy array without a
-//! copy only when its data is 64-byte aligned, and numpy's own allocator promises 16.
+//! The columns of a block being decoded: one `ColumnBuilder` per feature, writing each
+//! record's values straight from the wire into its column, and the [`Column`]s they finish as.
 
-use std::alloc::{self, Layout};
-use std::ptr::NonNull;
-use std::sync::Arc;
-
-use super::spec::{DefaultValue, ExampleSpec, FeatureKind, FeatureSpec};
+use super::aligned::{AlignedBuf, BufferPool};
+use super::spec::{DefaultValue, FeatureKind, FeatureSpec};
 use super::wire::{self, BadList, FeatureList};
-use crate::batch::BatchBuilder;
 use crate::error::RecordError;
-use crate::pool::{Pool, Reusable};
-
-/// The alignment of every numeric column.
-pub const ALIGN: usize = 64;
-
-/// What a reader's blocks are capped at: small enough that the columns being written stay in the
-/// core's 2 MiB L2 cache and their pooled buffers come back warm. Through PipeModeDataset on the
-/// tutorial's 8 KB records, blocks of 256 rows ran 10-20% faster than blocks of 1024 (4 runs of
-/// 288k records each, 2-core Xeon); 128 rows cost more per record again (Python per block).
-pub const DEFAULT_MAX_BLOCK_BYTES: usize = 2 << 20;
 
 /// The most a column reserves before data arrives. A block's size comes from the spec, not the
 /// data, but a huge shape must not reserve terabytes up front: beyond this, columns grow as
@@ -29,10 +13,13 @@ const MAX_RESERVATION: usize = 256 << 20;
 
 /// How large a block may grow, which sizes its columns before data arrives.
 #[derive(Debug, Clone, Copy)]
-struct BlockSize {
-    rows: usize,
-    batch_rows: usize,
-    max_bytes: usize,
+pub(super) struct BlockSize {
+    /// Rows the block may hold.
+    pub rows: usize,
+    /// Rows per batch: a block ends early only after a whole number of batches.
+    pub batch_rows: usize,
+    /// A block ends after the batch that brings its columns to this many bytes.
+    pub max_bytes: usize,
 }
 
 impl BlockSize {
@@ -49,360 +36,28 @@ impl BlockSize {
     }
 }
 
-/// A growable, zero-initialised byte buffer whose start is [`ALIGN`]-byte aligned.
-pub struct AlignedBuf {
-    ptr: NonNull<u8>,
-    len: usize,
-    capacity: usize,
-}
-
-// SAFETY: AlignedBuf owns its allocation outright, like a Vec<u8>.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only reads.
-unsafe impl Sync for AlignedBuf {}
-
-impl AlignedBuf {
-    pub fn with_capacity(capacity: usize) -> Self {
-        // Never a zero-sized allocation, so even an empty column has an aligned, real address.
-        let capacity = capacity.max(ALIGN);
-        let layout = Self::layout(capacity);
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        Self {
-            ptr,
-            len: 0,
-            capacity,
-        }
-    }
-
-    fn layout(capacity: usize) -> Layout {
-        Layout::from_size_align(capacity, ALIGN).expect("column buffer size overflows isize")
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes are allocated and initialised (zeroed at allocation).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// Sets the length, growing the allocation (doubling) when needed. Bytes past the old length
-    /// are zero or left over from earlier writes; callers overwrite them.
-    pub fn set_len(&mut self, len: usize) {
-        if len > self.capacity {
-            self.grow(len.max(self.capacity.saturating_mul(2)));
-        }
-        self.len = len;
-    }
-
-    fn grow(&mut self, capacity: usize) {
-        let old = Self::layout(self.capacity);
-        // Checked first: realloc requires the new size, rounded up to ALIGN, to fit an isize.
-        let new = Self::layout(capacity);
-        // SAFETY: `ptr` was allocated with `old`; `new` has the same alignment and a valid,
-        // non-zero size.
-        let ptr = unsafe { alloc::realloc(self.ptr.as_ptr(), old, new.size()) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(new));
-        // SAFETY: the bytes from the old capacity to the new one are allocated and ours.
-        unsafe {
-            ptr.as_ptr()
-                .add(self.capacity)
-                .write_bytes(0, capacity - self.capacity)
-        };
-        self.ptr = ptr;
-        self.capacity = capacity;
-    }
-
-    /// The bytes `range` of the buffer, which must lie within its length.
-    pub fn slice_mut(&mut self, start: usize, len: usize) -> &mut [u8] {
-        let end = start.checked_add(len);
-        assert!(
-            end.is_some_and(|end| end <= self.len),
-            "write past the end of a column"
-        );
-        // SAFETY: checked just above; the bytes are initialised.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `with_capacity`/`grow` with this layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) }
-    }
-}
-
-impl Reusable for AlignedBuf {
-    fn with_capacity(capacity: usize) -> Self {
-        AlignedBuf::with_capacity(capacity)
-    }
-
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn reuse(&mut self, capacity: usize) {
-        self.len = 0;
-        if capacity > self.capacity {
-            self.grow(capacity);
-        }
-    }
-}
-
-impl std::fmt::Debug for AlignedBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AlignedBuf({} bytes)", self.len)
-    }
-}
-
-/// Column buffers given back once nothing views them (Python drops the arrays), for later
-/// blocks to reuse; a reused buffer is also initialised already, so it needs no zeroing.
-pub type BufferPool = Pool<AlignedBuf>;
-
 /// One decoded column of a block.
 #[derive(Debug)]
 pub enum Column {
     /// Native-endian numbers, row after row; `row_shape` is the shape of one row's values
     /// (the feature's shape, plus the item count for `decode_raw`).
     Numeric {
+        /// The values, [`crate::example::ALIGN`]-byte aligned.
         data: AlignedBuf,
+        /// The shape of one row's values.
         row_shape: Vec<usize>,
     },
     /// Byte strings, row-major: string `i` is `data[ends[i - 1]..ends[i]]` (from 0 for `i = 0`).
-    Bytes { data: Vec<u8>, ends: Vec<usize> },
-}
-
-/// Decoded records: one [`Column`] per feature of the spec, in the spec's order.
-#[derive(Debug)]
-pub struct DenseBlock {
-    pub rows: usize,
-    pub columns: Vec<Column>,
-    /// Where the numeric columns' buffers go back once done with.
-    pub pool: BufferPool,
-}
-
-/// Decodes tf.train.Example records into a [`DenseBlock`] of `rows_per_block` rows, as
-/// `tf.io.parse_example` (and `tf.io.decode_raw`) would. Per record it allocates nothing: values
-/// are copied from the record straight into their column.
-///
-/// TF's `decode_raw` needs one string size per call, i.e. per batch. A block holds several
-/// batches, so when a record's size differs where a new batch would start, the block ends
-/// early there and the record starts the next one (see [`DenseBlockBuilder::with_batch_size`]).
-pub struct DenseBlockBuilder {
-    spec: Arc<ExampleSpec>,
-    rows_per_block: usize,
-    /// Rows per batch: a block may end early only after a whole number of batches.
-    batch_rows: usize,
-    /// A block ends after the batch that brings its columns to this many bytes.
-    max_block_bytes: usize,
-    rows: usize,
-    /// A block ended early, waiting to be taken.
-    pending: Option<DenseBlock>,
-    columns: Vec<ColumnBuilder>,
-    /// Per feature, where in the current record its last non-empty `Feature` lies.
-    found: Vec<Option<(usize, usize)>>,
-    pool: BufferPool,
-}
-
-impl DenseBlockBuilder {
-    /// A builder with its own pool, holding up to four idle buffers per column.
-    pub fn new(spec: Arc<ExampleSpec>, rows_per_block: usize) -> Self {
-        let pool = BufferPool::new(4 * spec.features().len());
-        Self::with_pool(spec, rows_per_block, pool)
-    }
-
-    pub fn with_pool(spec: Arc<ExampleSpec>, rows_per_block: usize, pool: BufferPool) -> Self {
-        let rows_per_block = rows_per_block.max(1);
-        let found = vec![None; spec.features().len()];
-        Self {
-            spec,
-            rows_per_block,
-            batch_rows: rows_per_block,
-            max_block_bytes: usize::MAX,
-            rows: 0,
-            pending: None,
-            // Made on the first push or take, once the `with_` options that size them are set.
-            columns: Vec::new(),
-            found,
-            pool,
-        }
-    }
-
-    /// Lets a block end after any whole number of `batch_size` rows when `decode_raw` strings
-    /// change size there; without it, string sizes must agree within a whole block.
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_rows = batch_size.clamp(1, self.rows_per_block);
-        self
-    }
-
-    /// Ends a block after the batch that brings it to `max_block_bytes`, even before
-    /// `rows_per_block` rows (see [`DEFAULT_MAX_BLOCK_BYTES`]).
-    pub fn with_max_block_bytes(mut self, max_block_bytes: usize) -> Self {
-        self.max_block_bytes = max_block_bytes;
-        self
-    }
-
-    /// The bytes the current block's columns hold.
-    fn block_bytes(&self) -> usize {
-        self.columns.iter().map(ColumnBuilder::nbytes).sum()
-    }
-
-    fn make_first_columns(&mut self) {
-        if self.columns.len() != self.spec.features().len() {
-            self.columns = self.empty_columns();
-        }
-    }
-
-    fn empty_columns(&self) -> Vec<ColumnBuilder> {
-        let block = BlockSize {
-            rows: self.rows_per_block,
-            batch_rows: self.batch_rows,
-            max_bytes: self.max_block_bytes,
-        };
-        self.spec
-            .features()
-            .iter()
-            .map(|feature| ColumnBuilder::new(feature, block, &self.pool))
-            .collect()
-    }
-
-    pub fn spec(&self) -> &ExampleSpec {
-        &self.spec
-    }
-
-    fn locate_features(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        self.found.fill(None);
-        let (spec, found) = (&self.spec, &mut self.found);
-        let base = record.as_ptr() as usize;
-        wire::for_each_entry(record, |name, feature| {
-            // TF: the last occurrence of a name wins, and an empty Feature does not count.
-            if feature.is_empty() {
-                return;
-            }
-            if let Some(i) = spec.position(name) {
-                // TF reads the kind of every occurrence, not only the last: one of an unknown
-                // kind fails the record, so it stays for write_row to report.
-                let unknown_kept = found[i].is_some_and(|(start, len)| {
-                    !FeatureList::has_known_kind(&record[start..start + len])
-                });
-                if !unknown_kept {
-                    found[i] = Some((feature.as_ptr() as usize - base, feature.len()));
-                }
-            }
-        })
-        .map_err(|e| RecordError(format!("not a valid tf.train.Example: {e}")))
-    }
-
-    /// Writes the located features as the next row, or leaves the columns as they were.
-    fn write_row(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        let row = self.rows;
-        for (i, feature) in self.spec.features().iter().enumerate() {
-            let value = self.found[i].map(|(start, len)| &record[start..start + len]);
-            if let Err(error) = self.columns[i].write_row(feature, row, value, &self.pool) {
-                for (column, feature) in self.columns.iter_mut().zip(self.spec.features()) {
-                    column.truncate(row, feature);
-                }
-                return Err(error);
-            }
-        }
-        self.rows += 1;
-        Ok(())
-    }
-
-    /// The only state a row carries to the next is a `decode_raw` string size, and a new batch
-    /// may change it: at a batch boundary, a record that fails here is retried in a new block.
-    fn may_start_new_block(&self) -> bool {
-        self.rows > 0
-            && self.rows.is_multiple_of(self.batch_rows)
-            && self.pending.is_none()
-            && self
-                .spec
-                .features()
-                .iter()
-                .any(|f| matches!(f.kind, FeatureKind::Raw { .. }))
-    }
-
-    /// Ends the block before `record` and starts the next with it, if it decodes there.
-    fn start_new_block_with(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        let fresh = self.empty_columns();
-        let full = std::mem::replace(&mut self.columns, fresh);
-        let rows = std::mem::take(&mut self.rows);
-        if let Err(error) = self.write_row(record) {
-            self.columns = full;
-            self.rows = rows;
-            return Err(error);
-        }
-        self.pending = Some(self.finish(full, rows));
-        Ok(())
-    }
-
-    fn finish(&self, columns: Vec<ColumnBuilder>, rows: usize) -> DenseBlock {
-        DenseBlock {
-            rows,
-            columns: columns
-                .into_iter()
-                .zip(self.spec.features())
-                .map(|(column, feature)| column.finish(feature))
-                .collect(),
-            pool: self.pool.clone(),
-        }
-    }
-}
-
-impl BatchBuilder for DenseBlockBuilder {
-    type Batch = DenseBlock;
-
-    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        self.make_first_columns();
-        self.locate_features(record)?;
-        match self.write_row(record) {
-            Err(_) if self.may_start_new_block() => self.start_new_block_with(record),
-            result => result,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.rows + self.pending.as_ref().map_or(0, |block| block.rows)
-    }
-
-    fn is_full(&self) -> bool {
-        self.pending.is_some()
-            || self.rows >= self.rows_per_block
-            || (self.rows > 0
-                && self.rows.is_multiple_of(self.batch_rows)
-                && self.block_bytes() >= self.max_block_bytes)
-    }
-
-    /// The block ended early if there is one, else the current block.
-    fn take(&mut self) -> DenseBlock {
-        if let Some(block) = self.pending.take() {
-            return block;
-        }
-        self.make_first_columns();
-        let fresh = self.empty_columns();
-        let built = std::mem::replace(&mut self.columns, fresh);
-        let rows = std::mem::take(&mut self.rows);
-        self.finish(built, rows)
-    }
+    Bytes {
+        /// The strings, back to back.
+        data: Vec<u8>,
+        /// Where each string ends in `data`.
+        ends: Vec<usize>,
+    },
 }
 
 /// A column being filled, with what it needs to fill a row fast.
-enum ColumnBuilder {
+pub(super) enum ColumnBuilder {
     Numeric {
         data: AlignedBuf,
         row_bytes: usize,
@@ -423,7 +78,7 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(feature: &FeatureSpec, block: BlockSize, pool: &BufferPool) -> Self {
+    pub(super) fn new(feature: &FeatureSpec, block: BlockSize, pool: &BufferPool) -> Self {
         let values = feature.values_per_record();
         match feature.kind {
             FeatureKind::Int64 | FeatureKind::Float32 => {
@@ -450,7 +105,7 @@ impl ColumnBuilder {
         }
     }
 
-    fn nbytes(&self) -> usize {
+    pub(super) fn nbytes(&self) -> usize {
         match self {
             ColumnBuilder::Numeric { data, .. } | ColumnBuilder::Raw { data, .. } => data.len(),
             ColumnBuilder::Bytes { data, ends, .. } => {
@@ -460,7 +115,7 @@ impl ColumnBuilder {
     }
 
     /// Drops whatever a failed record wrote past the first `rows` rows.
-    fn truncate(&mut self, rows: usize, feature: &FeatureSpec) {
+    pub(super) fn truncate(&mut self, rows: usize, feature: &FeatureSpec) {
         match self {
             ColumnBuilder::Numeric {
                 data, row_bytes, ..
@@ -483,7 +138,7 @@ impl ColumnBuilder {
         }
     }
 
-    fn write_row(
+    pub(super) fn write_row(
         &mut self,
         feature: &FeatureSpec,
         row: usize,
@@ -519,7 +174,7 @@ impl ColumnBuilder {
         }
     }
 
-    fn finish(self, feature: &FeatureSpec) -> Column {
+    pub(super) fn finish(self, feature: &FeatureSpec) -> Column {
         match self {
             ColumnBuilder::Numeric { data, .. } => Column::Numeric {
                 data,

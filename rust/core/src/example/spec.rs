@@ -14,7 +14,11 @@ pub enum FeatureKind {
     Bytes,
     /// A `bytes_list` whose strings are little-endian arrays of `item_size`-byte items
     /// (`tf.io.decode_raw`), decoded to a numeric column one dimension deeper.
-    Raw { item_size: usize },
+    /// A string feature read by `tf.io.decode_raw` into items of `item_size` bytes.
+    Raw {
+        /// Bytes per item: 1, 2, 4 or 8.
+        item_size: usize,
+    },
 }
 
 impl FeatureKind {
@@ -41,8 +45,11 @@ impl FeatureKind {
 /// A feature's `default_value`, flattened (TF reshapes it to the feature's shape).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DefaultValue {
+    /// An int64 feature's default.
     Int64(Vec<i64>),
+    /// A float32 feature's default.
     Float32(Vec<f32>),
+    /// A string (or `decode_raw`) feature's default.
     Bytes(Vec<Vec<u8>>),
 }
 
@@ -71,8 +78,11 @@ impl DefaultValue {
 /// One `FixedLenFeature`: every record holds exactly `shape.iter().product()` values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSpec {
+    /// The feature's name in the Example.
     pub name: String,
+    /// Its kind of values.
     pub kind: FeatureKind,
+    /// The shape of one record's values (`[]` for one value).
     pub shape: Vec<usize>,
     /// Used when a record lacks the feature; without one, such a record is an error.
     pub default: Option<DefaultValue>,
@@ -92,6 +102,7 @@ pub struct ExampleSpec {
 }
 
 impl ExampleSpec {
+    /// The spec of `features`, checked: distinct names, defaults that fill their shapes.
     pub fn new(features: Vec<FeatureSpec>) -> Result<Self> {
         for (i, feature) in features.iter().enumerate() {
             if features[..i].iter().any(|f| f.name == feature.name) {
@@ -135,6 +146,7 @@ impl ExampleSpec {
         Ok(Self { features })
     }
 
+    /// The features, in the order given.
     pub fn features(&self) -> &[FeatureSpec] {
         &self.features
     }

@@ -1,22 +1,24 @@
-//! `ExampleReader`: a [`PrefetchReader`] that decodes tf.train.Example records into dense
-//! blocks on its own thread, so Python receives ready numpy columns, one call per block.
+//! `DenseReader` (the native side of `pipemode.DenseReader`): a [`PrefetchReader`] whose
+//! [`DenseBlockBuilder`] decodes tf.train.Example records into dense blocks on the reader
+//! thread, so Python receives ready numpy columns, one call per block.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use pipemode_core::example::{DenseBlockBuilder, ExampleSpec, DEFAULT_MAX_BLOCK_BYTES};
-use pipemode_core::source::DEFAULT_BUFFER_SIZE;
 use pipemode_core::{Error, PrefetchReader};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::decoder::{block_to_dict, PyExampleSpec};
+use crate::decode::PyExampleSpec;
 use crate::errors::to_pyerr;
 use crate::options::{positive, ReaderArgs};
 use crate::reader_base::{PyReaderBase, SharedReader};
 
-#[pyclass(name = "ExampleReader", module = "pipemode._native", extends = PyReaderBase, frozen)]
-pub struct PyExampleReader {
+/// Every argument is required: `pipemode.DenseReader` passes them all, with the
+/// defaults the core defines and `_native` exports (see `lib.rs`).
+#[pyclass(name = "DenseReader", module = "pipemode._native", extends = PyReaderBase, frozen)]
+pub struct PyDenseReader {
     reader: Arc<SharedReader<DenseBlockBuilder>>,
     spec: Py<PyExampleSpec>,
     batch_size: usize,
@@ -24,21 +26,21 @@ pub struct PyExampleReader {
 }
 
 #[pymethods]
-impl PyExampleReader {
+impl PyDenseReader {
     #[new]
     #[pyo3(signature = (
         path,
         record_format,
         spec,
         *,
-        batch_size = 64,
-        batches_per_block = 16,
-        max_corrupted_records_to_skip = 0,
-        multipart = "dmlc",
-        open_timeout = Some(120.0),
-        name = None,
-        buffer_size = DEFAULT_BUFFER_SIZE as i64,
-        prefetch = 4,
+        batch_size,
+        batches_per_block,
+        max_corrupted_records_to_skip,
+        multipart,
+        open_timeout,
+        name,
+        buffer_size,
+        prefetch,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -77,14 +79,12 @@ impl PyExampleReader {
                 .with_max_block_bytes(DEFAULT_MAX_BLOCK_BYTES);
             let reader = PrefetchReader::new(path, options, builder)?;
             let (reader, base) = SharedReader::new(reader);
-            Ok(
-                PyClassInitializer::from(base).add_subclass(PyExampleReader {
-                    reader,
-                    spec: spec.clone().unbind(),
-                    batch_size,
-                    batches_per_block,
-                }),
-            )
+            Ok(PyClassInitializer::from(base).add_subclass(PyDenseReader {
+                reader,
+                spec: spec.clone().unbind(),
+                batch_size,
+                batches_per_block,
+            }))
         };
         build().map_err(|e| to_pyerr(py, e))
     }
@@ -95,7 +95,7 @@ impl PyExampleReader {
     /// end with a shorter batch). None at the end, and after an error or `close`.
     fn next_block<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         match self.reader.next_batch(py)? {
-            Some(block) => block_to_dict(py, self.spec.get(), block).map(Some),
+            Some(block) => self.spec.get().layout().to_dict(py, block).map(Some),
             None => Ok(None),
         }
     }
