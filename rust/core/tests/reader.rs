@@ -227,26 +227,42 @@ fn dropping_a_reader_blocked_on_a_full_queue_returns_promptly() {
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
-/// Rejects records that start with `!`, as a decoder would reject a malformed Example.
-struct Picky(RecordBatchBuilder);
+/// A batch builder that first checks each record: `check` stands in for a decoder that rejects
+/// a malformed Example, or for a builder with a bug.
+struct Checked {
+    inner: RecordBatchBuilder,
+    check: fn(&[u8]) -> Result<(), RecordError>,
+}
 
-impl BatchBuilder for Picky {
+impl BatchBuilder for Checked {
     type Batch = pipemode_core::RecordBatch;
     fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        if record.first() == Some(&b'!') {
-            return Err(RecordError("starts with '!'".into()));
-        }
-        self.0.push(record)
+        (self.check)(record)?;
+        self.inner.push(record)
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.inner.len()
     }
     fn is_full(&self) -> bool {
-        self.0.is_full()
+        self.inner.is_full()
     }
     fn take(&mut self) -> Self::Batch {
-        self.0.take()
+        self.inner.take()
     }
+}
+
+/// Rejects records that start with `!`, as a decoder would reject a malformed Example.
+fn picky(record: &[u8]) -> Result<(), RecordError> {
+    match record.first() {
+        Some(b'!') => Err(RecordError("starts with '!'".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Panics on a record that starts with `!`: a bug in a builder, as the reader sees it.
+fn panicky(record: &[u8]) -> Result<(), RecordError> {
+    assert!(record.first() != Some(&b'!'), "a builder bug");
+    Ok(())
 }
 
 #[test]
@@ -255,7 +271,10 @@ fn a_rejected_record_is_an_error_with_its_index_and_offset() {
     let file = dir.0.join("data");
     let records = vec![b"a".to_vec(), b"b".to_vec(), b"!c".to_vec(), b"d".to_vec()];
     std::fs::write(&file, encode(Format::TextLine, &records)).unwrap();
-    let builder = Picky(RecordBatchBuilder::new(100));
+    let builder = Checked {
+        inner: RecordBatchBuilder::new(100),
+        check: picky,
+    };
     let mut reader = PrefetchReader::new(&file, options(Format::TextLine), builder).unwrap();
     let (batches, error) = read_all(&mut reader);
     assert_eq!(batches.len(), 1);
@@ -289,32 +308,15 @@ fn config_errors_come_before_opening() {
     assert!(matches!("CSV".parse::<Format>(), Err(Error::Config(_))));
 }
 
-/// Panics on a record that starts with `!`: a bug in a builder, as the reader sees it.
-struct Panicky(RecordBatchBuilder);
-
-impl BatchBuilder for Panicky {
-    type Batch = pipemode_core::RecordBatch;
-    fn push(&mut self, record: &[u8]) -> Result<(), RecordError> {
-        assert!(record.first() != Some(&b'!'), "a builder bug");
-        self.0.push(record)
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn is_full(&self) -> bool {
-        self.0.is_full()
-    }
-    fn take(&mut self) -> Self::Batch {
-        self.0.take()
-    }
-}
-
 #[test]
 fn a_panicked_reader_thread_is_its_own_error_not_an_os_error() {
     let dir = TempDir::new("panic");
     let file = dir.0.join("data");
     std::fs::write(&file, encode(Format::TextLine, &[b"!".to_vec()])).unwrap();
-    let builder = Panicky(RecordBatchBuilder::new(100));
+    let builder = Checked {
+        inner: RecordBatchBuilder::new(100),
+        check: panicky,
+    };
     let mut reader = PrefetchReader::new(&file, options(Format::TextLine), builder).unwrap();
     match reader.next_batch() {
         Err(Error::ReaderPanicked { path, message }) => {
