@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -74,10 +77,16 @@ def test_blocks_end_after_the_batch_that_brings_them_to_2_mib(
 
 
 def test_nothing_is_opened_before_the_first_read(tmp_path: Path) -> None:
-    reader = DenseReader(tmp_path / "not_yet", features=SPEC, open_timeout=0.2)
-    assert not reader._native.started
+    fifo = tmp_path / "train_0"
+    os.mkfifo(fifo)
+    reader = DenseReader(fifo, features=SPEC, open_timeout=0.5)
+    time.sleep(0.2)
+    # A writer's non-blocking open fails with ENXIO while no reader has the FIFO open.
+    with pytest.raises(OSError) as no_reader:
+        os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    assert no_reader.value.errno == errno.ENXIO
     with pytest.raises(TimeoutError):
-        next(iter(reader))
+        next(iter(reader))  # now it opens the FIFO, and waits in vain for a writer
 
 
 def test_a_bad_record_names_path_record_offset_and_feature(
