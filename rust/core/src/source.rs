@@ -5,6 +5,11 @@
 //! its writer may not have opened it yet. Both waits are bounded by `open_timeout` and can be
 //! cancelled, which is why FIFOs are opened `O_NONBLOCK` and waited on with `poll` rather than
 //! with a blocking `open` that nothing could interrupt.
+//!
+//! This file is over the project's ~500 lines on purpose: it holds both the opening of FIFOs and
+//! files and the one [`Input`] window every framer reads through, and splitting them would spread
+//! one invariant over several files: every wait on the source, at open or mid-read, polls in
+//! [`CANCEL_CHECK_INTERVAL`] steps, stops when cancelled and is counted in [`SourceStats`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -36,6 +41,7 @@ const READ_CHUNK: usize = 256 * 1024;
 /// An unread tail up to this size is moved to the buffer's front before the next read.
 const SHORT_TAIL: usize = 64 * 1024;
 
+/// How [`open`] waits for a path and how much it reads at a time.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
     /// Bound on the wait for the path to appear plus the wait for a FIFO's writer; `None`
@@ -58,6 +64,8 @@ impl Default for SourceOptions {
 /// Time spent blocked on the source, shared with whoever reports counters.
 #[derive(Debug, Default)]
 pub struct SourceStats {
+    /// Nanoseconds spent waiting for the path to appear, for a FIFO's writer and for data from
+    /// it, added up since the source was opened. Reads of a regular file are not waits.
     pub wait_nanos: AtomicU64,
 }
 

@@ -14,8 +14,6 @@ pub mod aligned;
 pub mod columns;
 pub mod dense_block;
 pub mod spec;
-// wire.rs is being reworked by another helper at the moment; its docs come with that work.
-#[allow(missing_docs)]
 pub mod wire;
 
 #[cfg(test)]

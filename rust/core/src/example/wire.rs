@@ -40,6 +40,7 @@ impl fmt::Display for Malformed {
     }
 }
 
+/// A value read off the wire, or why the record is not an Example.
 pub type WireResult<T> = Result<T, Malformed>;
 
 const WIRE_VARINT: u8 = 0;
@@ -51,9 +52,12 @@ const fn tag(field: u8, wire_type: u8) -> u8 {
     (field << 3) | wire_type
 }
 
-/// The first byte of a `Feature`, which TF reads as the kind of its value list.
+/// The first byte of a `Feature` holding a `BytesList` (TF reads the kind of a value list from
+/// this one byte).
 pub const BYTES_LIST: u8 = tag(1, WIRE_LEN);
+/// The first byte of a `Feature` holding a `FloatList`.
 pub const FLOAT_LIST: u8 = tag(2, WIRE_LEN);
+/// The first byte of a `Feature` holding an `Int64List`.
 pub const INT64_LIST: u8 = tag(3, WIRE_LEN);
 
 /// The tag of `Example.features` and of a `Features` map entry, as TF expects it: this one byte.
@@ -66,14 +70,17 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// A cursor at the start of `bytes`, which hold one whole message.
     pub fn new(bytes: &'a [u8]) -> Self {
         Self { rest: bytes }
     }
 
+    /// Whether the whole message has been read.
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
 
+    /// The bytes not read yet, borrowed from the message (not from the cursor).
     pub fn remaining(&self) -> &'a [u8] {
         self.rest
     }
@@ -118,6 +125,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The next `n` bytes; fewer left is malformed, since a length must not run past its message.
     #[inline]
     pub fn take(&mut self, n: usize) -> WireResult<&'a [u8]> {
         if n > self.rest.len() {
@@ -199,8 +207,11 @@ fn map_entry(entry: &[u8]) -> WireResult<(&[u8], &[u8])> {
 pub enum FeatureList<'a> {
     /// An empty `Feature`: TF treats the feature as absent.
     Absent,
+    /// A `BytesList`: the bytes after the kind byte, for [`parse_bytes`].
     Bytes(&'a [u8]),
+    /// A `FloatList`: the bytes after the kind byte, for [`parse_floats`].
     Float(&'a [u8]),
+    /// An `Int64List`: the bytes after the kind byte, for [`parse_int64s`].
     Int64(&'a [u8]),
 }
 
@@ -213,6 +224,8 @@ pub struct UnknownKind(pub u8);
 pub struct BadList;
 
 impl<'a> FeatureList<'a> {
+    /// Reads only the kind byte of the serialized `feature`; the list itself is checked when
+    /// it is decoded, so a list the spec does not want costs nothing.
     pub fn parse(feature: &'a [u8]) -> Result<Self, UnknownKind> {
         let Some((&kind, rest)) = feature.split_first() else {
             return Ok(FeatureList::Absent);
@@ -231,6 +244,7 @@ impl<'a> FeatureList<'a> {
         Self::parse(feature).is_ok()
     }
 
+    /// The list kind as error messages name it ("a float_list").
     pub fn kind_name(&self) -> &'static str {
         match self {
             FeatureList::Absent => "no value list",
@@ -259,6 +273,7 @@ pub enum Floats<'a> {
 }
 
 impl Floats<'_> {
+    /// The number of values (not bytes).
     pub fn len(&self) -> usize {
         match self {
             Floats::Packed(bytes) => bytes.len() / 4,
@@ -266,6 +281,7 @@ impl Floats<'_> {
         }
     }
 
+    /// Whether the list holds no value.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -283,6 +299,8 @@ impl Floats<'_> {
     }
 }
 
+/// The values of the `FloatList` in [`FeatureList::Float`]'s bytes, checked for their shape
+/// once here, so copying them out cannot fail.
 pub fn parse_floats(after_kind: &[u8]) -> Result<Floats<'_>, BadList> {
     let mut body = list_body(after_kind)?;
     match body.remaining().first() {
@@ -331,6 +349,8 @@ impl Iterator for Int64s<'_> {
     }
 }
 
+/// The values of the `Int64List` in [`FeatureList::Int64`]'s bytes; a malformed value surfaces
+/// as an `Err` item when it is reached.
 pub fn parse_int64s(after_kind: &[u8]) -> Result<Int64s<'_>, BadList> {
     let mut body = list_body(after_kind)?;
     match body.remaining().first() {
@@ -371,6 +391,8 @@ impl<'a> Iterator for BytesValues<'a> {
     }
 }
 
+/// The values of the `BytesList` in [`FeatureList::Bytes`]'s bytes; a malformed value surfaces
+/// as an `Err` item when it is reached.
 pub fn parse_bytes(after_kind: &[u8]) -> Result<BytesValues<'_>, BadList> {
     Ok(BytesValues {
         body: list_body(after_kind)?,
@@ -397,11 +419,15 @@ pub fn copy_le_words<const N: usize>(src: &[u8], dst: &mut [u8]) {
 pub mod encode {
     /// One feature's values.
     pub enum Values<'a> {
+        /// A `BytesList`, one entry per value.
         Bytes(&'a [&'a [u8]]),
+        /// A packed `FloatList`.
         Float32(&'a [f32]),
+        /// A packed `Int64List`.
         Int64(&'a [i64]),
     }
 
+    /// A serialized Example holding `features` in the order given.
     pub fn example(features: &[(&[u8], Values<'_>)]) -> Vec<u8> {
         let mut entries = Vec::new();
         for (name, values) in features {
@@ -447,6 +473,7 @@ pub mod encode {
         out
     }
 
+    /// Appends `value` as a protobuf varint (1 to 10 bytes).
     pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
         while value >= 0x80 {
             out.push(value as u8 | 0x80);
@@ -455,6 +482,8 @@ pub mod encode {
         out.push(value as u8);
     }
 
+    /// Appends a length-delimited field; `field` must be below 16 for its tag to be the one
+    /// byte written.
     pub fn put_delimited(out: &mut Vec<u8>, field: u8, payload: &[u8]) {
         out.push(field << 3 | 2);
         put_varint(out, payload.len() as u64);

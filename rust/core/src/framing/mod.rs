@@ -23,18 +23,23 @@ use crate::source::Input;
 pub struct Record<'a> {
     /// Stream offset of the record's first framing byte.
     pub offset: u64,
+    /// The payload alone, without its framing (and, for TextLine, without its `\n`).
     pub data: &'a [u8],
 }
 
 /// The record framings of SageMaker Pipe Mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// dmlc/MXNet RecordIO: magic word, length and continuation flag, payload padded to 4 bytes.
     RecordIo,
+    /// TensorFlow's TFRecord: length and data, each guarded by a masked CRC32C.
     TfRecord,
+    /// Lines ending at `\n`.
     TextLine,
 }
 
 impl Format {
+    /// The name [`Format::from_str`] accepts, as error messages show it.
     pub fn name(self) -> &'static str {
         match self {
             Format::RecordIo => "RecordIO",
@@ -94,6 +99,7 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 2 << 30;
 /// What a framer needs to know beyond the bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct FramingOptions {
+    /// RecordIO only: how the parts of a multipart record are joined.
     pub multipart: Multipart,
     /// TFRecord only: how many consecutive records with a bad data CRC may be skipped.
     pub max_corrupted_records_to_skip: u64,
@@ -124,12 +130,17 @@ pub fn check_options(format: Format, options: &FramingOptions) -> Result<()> {
 
 /// A framer of any [`Format`], chosen at run time.
 pub enum Framer {
+    /// Reads [`Format::RecordIo`].
     RecordIo(RecordIoFramer),
+    /// Reads [`Format::TfRecord`].
     TfRecord(TfRecordFramer),
+    /// Reads [`Format::TextLine`].
     TextLine(TextLineFramer),
 }
 
 impl Framer {
+    /// Takes ownership of `input` and reads it as `format`. Errs, before reading anything, on
+    /// options that do not apply to `format` (see [`check_options`]).
     pub fn new(input: Input, format: Format, options: FramingOptions) -> Result<Framer> {
         check_options(format, &options)?;
         Ok(match format {

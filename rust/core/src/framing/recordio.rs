@@ -8,6 +8,7 @@ use super::{corrupt, format_mixup_hint, Format, Multipart, Record};
 use crate::error::Result;
 use crate::source::Input;
 
+/// The word that starts every RecordIO header, as a little-endian `u32`.
 pub const RECORDIO_MAGIC: u32 = 0xced7_230a;
 const HEADER_LEN: usize = 8;
 const TFRECORD_HEADER_LEN: usize = 12;
@@ -18,6 +19,7 @@ const FIRST: u32 = 1;
 const MIDDLE: u32 = 2;
 const LAST: u32 = 3;
 
+/// Reads RecordIO records from an [`Input`] it owns; multipart records come back joined.
 pub struct RecordIoFramer {
     input: Input,
     multipart: Multipart,
@@ -34,6 +36,9 @@ struct Part {
 }
 
 impl RecordIoFramer {
+    /// Reads `input` from where it stands. A record over `max_record_bytes` is an error, its
+    /// parts joined with the magic word between them counted in either [`Multipart`] mode; each
+    /// part's length is checked from its header, before its payload is read.
     pub fn new(mut input: Input, multipart: Multipart, max_record_bytes: usize) -> Self {
         // A part is never longer than its record; with its header and up to 3 bytes of padding.
         input.frame_as(
@@ -48,10 +53,14 @@ impl RecordIoFramer {
         }
     }
 
+    /// The input, for its offset and label.
     pub fn input(&self) -> &Input {
         &self.input
     }
 
+    /// As [`Framer::next_record`](super::Framer::next_record). A multipart record is borrowed
+    /// from the framer's own buffer rather than the input's; errors name the offset of the
+    /// record's first part.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
         let offset = self.input.offset();
         let Some(part) = self.read_part(None)? else {

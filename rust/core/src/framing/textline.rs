@@ -6,6 +6,7 @@ use super::{Format, Record};
 use crate::error::Result;
 use crate::source::Input;
 
+/// Reads TextLine records from an [`Input`] it owns.
 pub struct TextLineFramer {
     input: Input,
     max_record_bytes: usize,
@@ -14,6 +15,8 @@ pub struct TextLineFramer {
 }
 
 impl TextLineFramer {
+    /// Reads `input` from where it stands; a line over `max_record_bytes` (without its `\n`) is
+    /// an error at the line's start.
     pub fn new(mut input: Input, max_record_bytes: usize) -> Self {
         // A line over the cap is found once the cap plus one byte without `\n` is in the window.
         input.frame_as(Format::TextLine, max_record_bytes.saturating_add(1));
@@ -24,10 +27,13 @@ impl TextLineFramer {
         }
     }
 
+    /// The input, for its offset and label.
     pub fn input(&self) -> &Input {
         &self.input
     }
 
+    /// As [`Framer::next_record`](super::Framer::next_record); the only framing error is a
+    /// line over the cap.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
         let offset = self.input.offset();
         loop {

@@ -15,6 +15,7 @@ pub fn masked_crc32c(data: &[u8]) -> u32 {
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
+/// Reads TFRecord records from an [`Input`] it owns, checking both CRCs of each.
 pub struct TfRecordFramer {
     input: Input,
     max_skip: u64,
@@ -25,6 +26,10 @@ pub struct TfRecordFramer {
 }
 
 impl TfRecordFramer {
+    /// Reads `input` from where it stands. Up to `max_corrupted_records_to_skip` records in a
+    /// row whose data CRC is wrong are dropped, not errors; a wrong length CRC always is, since
+    /// then where the next record starts is unknown. A length over `max_record_bytes` is an
+    /// error before the data is read.
     pub fn new(
         mut input: Input,
         max_corrupted_records_to_skip: u64,
@@ -43,14 +48,17 @@ impl TfRecordFramer {
         }
     }
 
+    /// The input, for its offset and label.
     pub fn input(&self) -> &Input {
         &self.input
     }
 
+    /// Records dropped for a bad data CRC so far: all of them, not only the current run.
     pub fn records_skipped(&self) -> u64 {
         self.skipped
     }
 
+    /// As [`Framer::next_record`](super::Framer::next_record).
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>> {
         loop {
             let offset = self.input.offset();
