@@ -88,3 +88,20 @@ def kill_kept_pids(folder: Path) -> None:
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signal.SIGKILL)
+
+
+def use_s3_endpoint(monkeypatch: Any, endpoint: str, secret: str = "testing") -> None:
+    """Points boto3 (and the runner's cached client) at an S3-API server on loopback, with
+    made-up credentials, whatever the machine's own AWS settings are."""
+    from pipemode.runner.sources import s3_client
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3_client.cache_clear()

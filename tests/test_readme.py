@@ -25,6 +25,7 @@ import numpy as np
 import pipemode
 import pytest
 from conftest import FifoFeeder
+from runner_helpers import use_s3_endpoint
 
 README = Path(__file__).parents[1] / "README.md"
 SKIP_MARKER = re.compile(r"^# readme-test: skip \((?P<why>.+)\)$", re.MULTILINE)
@@ -221,16 +222,7 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Put]:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3_client.cache_clear()
+    use_s3_endpoint(monkeypatch, endpoint)
     bucket = boto3.resource("s3", endpoint_url=endpoint).create_bucket(Bucket="my-bucket")
     yield lambda objects: [bucket.put_object(Key=k, Body=v) for k, v in objects.items()]
     s3_client.cache_clear()

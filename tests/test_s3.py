@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.sources import s3_client
-from runner_helpers import fifos_under, recorded, run, script
+from runner_helpers import fifos_under, recorded, run, script, use_s3_endpoint
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -41,16 +41,7 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: Any) -> Iterator[Any]:
     """A fresh bucket; the runner's boto3 client reaches the server through AWS_ENDPOINT_URL."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": _SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3_client.cache_clear()
+    use_s3_endpoint(monkeypatch, s3_endpoint, _SECRET)
     resource = boto3.resource("s3", endpoint_url=s3_endpoint)
     name = request.node.name.lower().replace("_", "-")[:50]
     yield resource.create_bucket(Bucket=name)
