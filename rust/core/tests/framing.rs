@@ -392,6 +392,39 @@ fn a_record_longer_than_the_cap_is_an_error_at_its_offset() {
     }
 }
 
+#[test]
+fn both_multipart_modes_count_every_magic_word_against_the_cap() {
+    // Three parts of 30 bytes: 98 bytes joined dmlc's way, two magic words included. Concat
+    // once counted only the last part's magic word (94 bytes) and let it through.
+    let part = |cflag: u32, byte: u8| {
+        let mut framed = RECORDIO_MAGIC.to_le_bytes().to_vec();
+        framed.extend_from_slice(&(30 | cflag << 29).to_le_bytes());
+        framed.extend_from_slice(&[byte; 30]);
+        framed.extend_from_slice(&[0; 2]); // padding to 4 bytes
+        framed
+    };
+    let data = [part(1, b'x'), part(2, b'y'), part(3, b'z')].concat();
+    for multipart in [Multipart::Dmlc, Multipart::Concat] {
+        let options = FramingOptions {
+            max_record_bytes: 96,
+            multipart,
+            ..FramingOptions::default()
+        };
+        let input = Input::from_read(Box::new(Chunked::new(data.clone(), vec![7])), "fifo", 16);
+        let (records, error) = frame_all(input, Format::RecordIo, options);
+        assert!(records.is_empty(), "{multipart:?}");
+        match error {
+            Some(Error::Corrupt { message, .. }) => {
+                assert!(
+                    message.contains("96-byte limit"),
+                    "{multipart:?}: {message}"
+                )
+            }
+            other => panic!("{multipart:?}: expected a Corrupt error, got {other:?}"),
+        }
+    }
+}
+
 /// Framing bytes around a record of `cap` bytes (a multiple of 4): where the next one starts.
 fn format_overhead(format: Format) -> u64 {
     match format {

@@ -90,6 +90,9 @@ impl RecordIoFramer {
 
     /// Reads parts after the first until the last one, joining them in `scratch`.
     fn read_remaining_parts(&mut self, record_offset: u64) -> Result<()> {
+        // The record's length as dmlc joins it, magic words between parts included, whatever
+        // `scratch` holds: so that both modes stop at the same part (found by the fuzzer).
+        let mut joined_length = self.scratch.len();
         loop {
             let offset = self.input.offset();
             let Some(part) = self.read_part(Some(record_offset))? else {
@@ -100,8 +103,8 @@ impl RecordIoFramer {
             };
             match part.cflag {
                 MIDDLE | LAST => {
-                    // Counting the magic word put back between parts, joined or not.
-                    self.check_length(self.scratch.len() + 4 + part.length, record_offset)?;
+                    joined_length = joined_length.saturating_add(4 + part.length);
+                    self.check_length(joined_length, record_offset)?;
                     if self.multipart == Multipart::Dmlc {
                         self.scratch
                             .extend_from_slice(&RECORDIO_MAGIC.to_le_bytes());
