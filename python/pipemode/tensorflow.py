@@ -268,14 +268,16 @@ class _Meter:
                 self.read_seconds += time.perf_counter() - asked
                 if batch is None:
                     return
-                if self.interval and reader.records_read >= next_report:
-                    records = reader.records_read - records_before
+                # One reading of the counter: the reader thread moves it on meanwhile.
+                read = reader.records_read
+                if self.interval and read >= next_report:
+                    records = read - records_before
                     mean_ns = int((time.perf_counter() - asked) * 1e9 / max(records, 1))
                     mean_bytes = (reader.bytes_read - bytes_before) // max(records, 1)
-                    for count in range(next_report, reader.records_read + 1, self.interval):
+                    for count in range(next_report, read + 1, self.interval):
                         self.report_interval(count, mean_ns, mean_bytes)
                     self.report(reader, "in progress", started)
-                    next_report = (reader.records_read // self.interval + 1) * self.interval
+                    next_report = (read // self.interval + 1) * self.interval
                 yield batch
         finally:
             if self.report_at_end:
