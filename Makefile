@@ -25,10 +25,6 @@ comma := ,
 empty :=
 space := $(empty) $(empty)
 REQUIRE := $(if $(filter tensorflow,$(EXTRAS)),tensorflow) $(if $(filter torch pytorch,$(EXTRAS)),torch) boto3 moto
-# The CPythons whose wheel is tested in a fresh venv without any framework (the `not slow`
-# tests); 3.10 instead runs the TensorFlow tests on TensorFlow 2.14, the oldest the README claims.
-FRAMEWORK_FREE_PYTHONS := 3.9 3.11 3.12 3.13
-OLDEST_TF := --with "tensorflow-cpu==2.14.*" --with "numpy<2" --require tensorflow
 
 .PHONY: help install develop wheel sdist test test-rust test-python test-wheels lint fmt fuzz bench demo
 
@@ -52,12 +48,12 @@ sdist: | $(TOOLS) ## The source distribution, in dist/ (it builds wherever Rust 
 	$(PYTHON) -m maturin sdist --out dist
 
 # The wheel built for this venv's Python, then every extra's packages. Reinstalled, not
-# upgraded: a rebuilt wheel keeps its version.
+# upgraded: a rebuilt wheel keeps its version. --no-compile as in .ci/test-wheel.
 $(INSTALLED): $(WHEELS)
 	tag=$$($(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])') && \
 	wheel=$$(ls dist/pipemode-*-$$tag-$$tag-manylinux*.whl) && \
 	$(PIP) install --quiet --force-reinstall --no-deps "$$wheel" && \
-	$(PIP) install --quiet "$$wheel[$(subst $(space),$(comma),$(EXTRAS))]"
+	$(PIP) install --quiet --no-compile "$$wheel[$(subst $(space),$(comma),$(EXTRAS))]"
 	@touch $@
 
 install: $(INSTALLED) ## Build the wheels and install this venv's one, with every extra
@@ -76,8 +72,7 @@ test-python: install ## pytest on the installed wheel, every extra present (none
 		$(VENV)/bin/pytest
 
 test-wheels: wheel ## Each CPython's wheel in a fresh venv, without Rust; TensorFlow 2.14 on 3.10
-	for version in $(FRAMEWORK_FREE_PYTHONS); do .ci/test-wheel $$version -- -m "not slow" || exit 1; done
-	.ci/test-wheel 3.10 $(OLDEST_TF) -- -m "tf or not slow"
+	.ci/test-wheels
 
 lint: install ## rustfmt, clippy, ruff, and the native module's stub checked against it
 	cargo fmt --all --check
