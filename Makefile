@@ -15,7 +15,7 @@ PIP := $(PYTHON) -m pip
 BUILD_TOOLS := "maturin>=1.7,<2" "ziglang>=0.13" "auditwheel>=6"
 TOOLS := $(VENV)/.pipemode-build-tools
 # Everything a wheel is made of; `make wheel` rebuilds the wheels when one changed.
-WHEEL_SOURCES := $(shell find rust python -type f -not -path '*/fuzz/*' -not -path '*/__pycache__/*' -not -name '*.so') Cargo.toml Cargo.lock pyproject.toml README.md
+WHEEL_SOURCES := $(shell find rust python \( -path rust/core/fuzz -o -name __pycache__ \) -prune -o -type f -not -name '*.so' -print) Cargo.toml Cargo.lock pyproject.toml README.md
 WHEELS := dist/.wheels-built
 INSTALLED := $(VENV)/.pipemode-installed
 # The full run installs every extra pyproject.toml declares, and fails (rather than skips) the
