@@ -21,8 +21,8 @@ help: ## This list
 $(PYTHON):
 	python3 -m venv $(VENV)
 
-install: $(PYTHON) ## Install the package (editable) with the tensorflow, s3 and test extras
-	$(PIP) install --quiet -e ".[tensorflow,s3,test]"
+install: $(PYTHON) ## Install the package (editable) with the tensorflow, torch, s3 and test extras
+	$(PIP) install --quiet -e ".[tensorflow,torch,s3,test]"
 	@touch $(BUILT)
 
 # The Python tests load the native module the last install built: rebuild it when Rust changed.

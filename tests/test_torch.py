@@ -1,0 +1,284 @@
+"""pipemode.torch.PipeModeDataset under DataLoader, on FIFOs served by the runner's feeder."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pipemode import (
+    CorruptRecordError,
+    FixedLenFeature,
+    PipeModeDatasetException,
+    RecordWriter,
+    decode_examples,
+    encode_example,
+)
+from pipemode.runner import Channel
+from pipemode.runner.feeder import ChannelFeeder
+from pipemode.runner.sources import resolve
+
+torch = pytest.importorskip("torch")
+import pipemode.torch  # noqa: E402  (needs torch)
+from pipemode.torch import PipeModeDataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+FEATURES = {"data": FixedLenFeature([], "string"), "labels": FixedLenFeature([], "int64")}
+DECODE_RAW = {"data": "float32"}
+
+
+class ServedJob:
+    """A job folder whose Pipe channels the runner's feeder serves, epoch after epoch."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pipe_dir = root / "data"
+        self.config_dir = root / "config"
+        self.state_dir = root / "state"
+        self.pipe_dir.mkdir()
+        self.config_dir.mkdir()
+        self.feeders: list[ChannelFeeder] = []
+        self.config: dict[str, dict[str, str]] = {}
+
+    def serve(self, name: str, files: dict[str, bytes] | list[list[bytes]]) -> None:
+        """Serves `files` (raw contents, or lists of records written as RecordIO)."""
+        source = self.root / f"source-{name}"
+        source.mkdir()
+        contents = files if isinstance(files, dict) else _recordio_files(files)
+        for file_name, data in contents.items():
+            (source / file_name).write_bytes(data)
+        channel = Channel(name, str(source))
+        self.config[name] = {"TrainingInputMode": "Pipe", "S3DistributionType": "FullyReplicated"}
+        (self.config_dir / "inputdataconfig.json").write_text(json.dumps(self.config))
+        feeder = ChannelFeeder(channel, resolve(channel), self.pipe_dir, "algo-1")
+        self.feeders.append(feeder)
+        feeder.start()
+
+    def dirs(self) -> dict[str, str]:
+        return {
+            "state_dir": str(self.state_dir),
+            "pipe_dir": str(self.pipe_dir),
+            "config_dir": str(self.config_dir),
+        }
+
+    def next_epoch(self, channel: str) -> int:
+        return int((self.state_dir / f".{channel}-pipe_mode-state").read_text())
+
+    def stop(self) -> None:
+        for feeder in self.feeders:
+            feeder.stop()
+        for feeder in self.feeders:
+            assert feeder.join(10), "a feeder did not stop"
+
+
+def _recordio_files(files: list[list[bytes]]) -> dict[str, bytes]:
+    contents = {}
+    for index, records in enumerate(files):
+        contents[f"part-{index}.rec"] = recordio_bytes(records)
+    return contents
+
+
+def recordio_bytes(records: list[bytes]) -> bytes:
+    # Written by pipemode's own writer into a regular file, read back as the file's bytes.
+    with tempfile.NamedTemporaryFile() as file:
+        with RecordWriter(file.name, "RecordIO") as writer:
+            for record in records:
+                writer.write(record)
+        return Path(file.name).read_bytes()
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Iterator[ServedJob]:
+    served = ServedJob(tmp_path)
+    yield served
+    served.stop()
+
+
+def some_records(count: int) -> list[bytes]:
+    return [f"record {i} ".encode() * (1 + i % 5) for i in range(count)]
+
+
+def examples(count: int) -> list[bytes]:
+    rng = np.random.default_rng(count)
+    return [
+        encode_example({"data": rng.random(8, dtype=np.float32).tobytes(), "labels": [i]})
+        for i in range(count)
+    ]
+
+
+def batches_as_numpy(batches: list[dict[str, Any]]) -> list[dict[str, np.ndarray]]:
+    return [{name: np.asarray(column) for name, column in batch.items()} for batch in batches]
+
+
+def assert_same_batches(ours: list[dict[str, Any]], records: list[bytes], size: int) -> None:
+    expected = [
+        decode_examples(records[start : start + size], FEATURES, DECODE_RAW)
+        for start in range(0, len(records), size)
+    ]
+    assert [len(b["labels"]) for b in ours] == [len(b["labels"]) for b in expected]
+    for mine, theirs in zip(batches_as_numpy(ours), expected):
+        for name in theirs:
+            np.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
+
+
+# Raw records.
+
+
+def test_raw_records_epoch_after_epoch_in_order(job: ServedJob) -> None:
+    records = some_records(3000)
+    job.serve("train", [records[:1000], records[1000:]])
+    dataset = PipeModeDataset("train", **job.dirs())
+    for epoch in range(3):
+        assert list(dataset) == records
+        assert job.next_epoch("train") == epoch + 1
+
+
+def test_transform_is_applied_to_each_record(job: ServedJob) -> None:
+    job.serve("train", [[b"ab", b"", b"cde"]])
+    dataset = PipeModeDataset("train", transform=len, **job.dirs())
+    assert list(dataset) == [2, 0, 3]
+
+
+def test_an_iterator_made_and_dropped_consumes_nothing(job: ServedJob) -> None:
+    job.serve("train", [[b"first"]])
+    loader = DataLoader(PipeModeDataset("train", **job.dirs()), batch_size=None)
+    for _ in range(3):
+        iterator = iter(loader)
+        del iterator
+    assert job.next_epoch("train") == 0
+    assert list(loader) == [b"first"]
+    assert job.next_epoch("train") == 1
+
+
+# Dense batches of decoded Examples.
+
+
+def test_dense_batches_equal_the_decoder_and_share_its_buffers(
+    job: ServedJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = examples(300)
+    job.serve("train", [records])
+    decoded: list[dict[str, np.ndarray]] = []
+    to_tensors = pipemode.torch.to_tensors
+
+    def keeping_the_decoders_arrays(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        decoded.append(batch)
+        return to_tensors(batch)
+
+    monkeypatch.setattr(pipemode.torch, "to_tensors", keeping_the_decoders_arrays)
+    dataset = PipeModeDataset(
+        "train", features=FEATURES, decode_raw=DECODE_RAW, batch_size=64, **job.dirs()
+    )
+    batches = list(DataLoader(dataset, batch_size=None))
+    assert_same_batches(batches, records, 64)
+    for batch, arrays in zip(batches, decoded):
+        assert isinstance(batch["data"], torch.Tensor)
+        assert batch["data"].dtype == torch.float32 and batch["labels"].dtype == torch.int64
+        for name in ("data", "labels"):
+            assert np.shares_memory(batch[name].numpy(), arrays[name]), name
+
+
+def test_to_tensors_does_not_copy_and_keeps_strings_as_numpy() -> None:
+    data = np.arange(12, dtype=np.float64).reshape(3, 4)
+    strings = np.array([b"a", b"bc", b""], dtype=object)
+    tensors = pipemode.torch.to_tensors({"data": data, "tag": strings})
+    tensors["data"][0, 0] = 100.0
+    assert data[0, 0] == 100.0
+    assert tensors["tag"] is strings
+
+
+def test_a_transform_gets_each_dense_batch(job: ServedJob) -> None:
+    job.serve("train", [examples(100)])
+    dataset = PipeModeDataset(
+        "train",
+        features=FEATURES,
+        decode_raw=DECODE_RAW,
+        batch_size=30,
+        transform=lambda batch: int(batch["labels"].sum()),
+        **job.dirs(),
+    )
+    assert list(dataset) == [sum(range(s, min(s + 30, 100))) for s in range(0, 100, 30)]
+
+
+# DataLoader's workers.
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_one_worker_reads_each_epoch_once_in_order(job: ServedJob, persistent: bool) -> None:
+    records = examples(500)
+    job.serve("train", [records[:200], records[200:]])
+    dataset = PipeModeDataset(
+        "train", features=FEATURES, decode_raw=DECODE_RAW, batch_size=32, **job.dirs()
+    )
+    loader = DataLoader(dataset, batch_size=None, num_workers=1, persistent_workers=persistent)
+    for epoch in range(3):
+        assert_same_batches(list(loader), records, 32)
+        assert job.next_epoch("train") == epoch + 1
+
+
+def test_one_worker_batches_raw_records(job: ServedJob) -> None:
+    records = some_records(1000)
+    job.serve("train", [records])
+    dataset = PipeModeDataset("train", transform=len, **job.dirs())
+    loader = DataLoader(dataset, batch_size=64, num_workers=1)
+    for _ in range(2):
+        lengths = torch.cat(list(loader)).tolist()
+        assert lengths == [len(r) for r in records]
+
+
+# Errors.
+
+
+def truncated_channel(records: list[bytes]) -> tuple[dict[str, bytes], int]:
+    """A channel whose second file ends mid-record; and the byte offset of that record."""
+    good, bad = recordio_bytes(records[:100]), recordio_bytes(records[100:])
+    start = len(recordio_bytes(records[100:150]))
+    return {"part-0.rec": good, "part-1.rec": bad[: start + 12]}, len(good) + start
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_data_raises_the_readers_error_in_the_loop(
+    job: ServedJob, num_workers: int
+) -> None:
+    files, offset = truncated_channel(some_records(200))
+    job.serve("train", files)
+    loader = DataLoader(
+        PipeModeDataset("train", **job.dirs()), batch_size=None, num_workers=num_workers
+    )
+    seen = []
+    with pytest.raises(CorruptRecordError) as raised:
+        for record in loader:
+            seen.append(record)
+    assert seen == some_records(150)
+    message = str(raised.value)
+    assert "channel 'train' epoch 0" in message
+    assert f"byte offset {offset}" in message
+
+
+def test_construction_checks_the_channel_and_options(job: ServedJob) -> None:
+    job.serve("train", [[b"x"]])
+    with pytest.raises(PipeModeDatasetException, match="Channel eval not found"):
+        PipeModeDataset("eval", **job.dirs())
+    with pytest.raises(PipeModeDatasetException, match="decode_raw= needs features="):
+        PipeModeDataset("train", decode_raw=DECODE_RAW, **job.dirs())
+    with pytest.raises(PipeModeDatasetException, match="VarLenFeature"):
+        PipeModeDataset("train", features={"x": _VarLenFeature()}, **job.dirs())
+    assert job.next_epoch("train") == 0
+
+
+class _VarLenFeature:
+    dtype = "int64"
+
+
+def test_two_workers_are_refused_before_reading(job: ServedJob) -> None:
+    job.serve("train", [[b"x"]])
+    loader = DataLoader(PipeModeDataset("train", **job.dirs()), batch_size=None, num_workers=2)
+    with pytest.raises(PipeModeDatasetException, match="several processes"):
+        list(loader)
+    assert job.next_epoch("train") == 0
