@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,15 +244,14 @@ def truncated_channel(records: list[bytes]) -> tuple[dict[str, bytes], int]:
     return {"part-0.rec": good, "part-1.rec": bad[: start + 12]}, len(good) + start
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
+@pytest.mark.parametrize("num_workers", [0, 1, 2])
 def test_corrupt_data_raises_the_readers_error_in_the_loop(
     job: ServedJob, num_workers: int
 ) -> None:
     files, offset = truncated_channel(some_records(200))
     job.serve("train", files)
-    loader = DataLoader(
-        PipeModeDataset("train", **job.dirs()), batch_size=None, num_workers=num_workers
-    )
+    dataset = PipeModeDataset("train", batch_size=1, **job.dirs())
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers)
     seen = []
     with pytest.raises(CorruptRecordError) as raised:
         for record in loader:
@@ -276,9 +277,131 @@ class _VarLenFeature:
     dtype = "int64"
 
 
-def test_two_workers_are_refused_before_reading(job: ServedJob) -> None:
+@pytest.mark.parametrize("persistent", [False, True])
+def test_two_workers_deal_raw_records_in_order(job: ServedJob, persistent: bool) -> None:
+    records = some_records(3000)
+    job.serve("train", [records[:1000], records[1000:]])
+    dataset = PipeModeDataset("train", transform=len, batch_size=64, **job.dirs())
+    loader = DataLoader(dataset, batch_size=64, num_workers=2, persistent_workers=persistent)
+    for epoch in range(3):
+        assert torch.cat(list(loader)).tolist() == [len(r) for r in records]
+        assert job.next_epoch("train") == epoch + 1
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_two_workers_deal_dense_batches_in_order(job: ServedJob, persistent: bool) -> None:
+    records = examples(700)
+    job.serve("train", [records])
+    dataset = PipeModeDataset(
+        "train", features=FEATURES, decode_raw=DECODE_RAW, batch_size=50, **job.dirs()
+    )
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, persistent_workers=persistent)
+    for epoch in range(2):
+        assert_same_batches(list(loader), records, 50)
+        assert job.next_epoch("train") == epoch + 1
+
+
+def test_runs_of_another_size_still_yield_each_record_once(job: ServedJob) -> None:
+    records = some_records(1000)
+    job.serve("train", [records])
+    dataset = PipeModeDataset("train", batch_size=7, **job.dirs())
+    loader = DataLoader(dataset, batch_size=None, num_workers=2)
+    got = list(loader)
+    assert sorted(got) == sorted(records)
+    assert got != records  # runs of 7 dealt to 2 workers, taken one record at a time
+
+
+def test_transforms_run_in_every_worker(job: ServedJob) -> None:
+    job.serve("train", [some_records(400)])
+    dataset = PipeModeDataset("train", transform=lambda r: os.getpid(), batch_size=1, **job.dirs())
+    pids = list(DataLoader(dataset, batch_size=None, num_workers=2))
+    assert len(pids) == 400 and len(set(pids)) == 2 and os.getpid() not in pids
+    assert pids[0::2] == [pids[0]] * 200 and pids[1::2] == [pids[1]] * 200
+
+
+# Several local ranks (torchrun) on one host's FIFOs.
+
+
+def test_several_local_ranks_must_say_how_they_share_a_channel(
+    job: ServedJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job.serve("train", [[b"x"]])
-    loader = DataLoader(PipeModeDataset("train", **job.dirs()), batch_size=None, num_workers=2)
-    with pytest.raises(PipeModeDatasetException, match="several processes"):
-        list(loader)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(PipeModeDatasetException, match=r"2 local ranks .* local_ranks='deal'"):
+        PipeModeDataset("train", **job.dirs())
+    with pytest.raises(PipeModeDatasetException, match="local_ranks must be one of"):
+        PipeModeDataset("train", local_ranks="all", **job.dirs())
     assert job.next_epoch("train") == 0
+
+
+def test_distributed_ranks_without_local_sizes_are_refused(
+    job: ServedJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job.serve("train", [[b"x"]])
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(pipemode.torch, "_distributed_world_size", lambda: 4)
+    with pytest.raises(PipeModeDatasetException, match="LOCAL_WORLD_SIZE and LOCAL_RANK"):
+        PipeModeDataset("train", **job.dirs())
+
+
+def in_local_rank(rank: int, ranks: int, work: Any) -> Any:
+    """Runs `work()` in a forked process as torchrun's local rank `rank` of `ranks`."""
+    context = multiprocessing.get_context("fork")
+    results = context.SimpleQueue()
+
+    def child() -> None:
+        os.environ.update(LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(ranks))
+        try:
+            results.put(("ok", work()))
+        except Exception as error:
+            results.put(("error", f"{type(error).__name__}: {error}"))
+
+    process = context.Process(target=child)
+    process.start()
+    return process, results
+
+
+def test_a_channel_owned_by_one_rank_is_refused_to_another(
+    job: ServedJob, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job.serve("eval", [[b"x", b"y"]])
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    PipeModeDataset("eval", local_ranks="own", **job.dirs())
+    owned = PipeModeDataset("eval", local_ranks="own", **job.dirs())  # made again: still ours
+    process, results = in_local_rank(
+        1, 2, lambda: PipeModeDataset("eval", local_ranks="own", **job.dirs())
+    )
+    process.join(60)
+    kind, message = results.get()
+    assert kind == "error"
+    assert "already read by another process on this host (local rank 0" in message
+    assert list(DataLoader(owned, batch_size=None, num_workers=2)) == [b"x", b"y"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_local_rank_zero_deals_runs_to_every_local_rank(
+    job: ServedJob, monkeypatch: pytest.MonkeyPatch, num_workers: int
+) -> None:
+    records = some_records(1000)
+    job.serve("train", [records])
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+
+    def read_two_epochs() -> list[list[bytes]]:
+        dataset = PipeModeDataset("train", local_ranks="deal", batch_size=10, **job.dirs())
+        loader = DataLoader(dataset, batch_size=10, num_workers=num_workers, collate_fn=list)
+        return [[r for batch in loader for r in batch] for _ in range(2)]
+
+    ranks = [in_local_rank(rank, 2, read_two_epochs) for rank in range(2)]
+    got = []
+    for process, results in ranks:
+        process.join(120)
+        kind, epochs = results.get()
+        assert kind == "ok", epochs
+        got.append(epochs)
+    runs = [records[start : start + 10] for start in range(0, 1000, 10)]
+    for rank in range(2):
+        expected = [r for run in runs[rank::2] for r in run]
+        assert got[rank] == [expected, expected]
+    assert job.next_epoch("train") == 2
