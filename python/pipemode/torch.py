@@ -134,7 +134,8 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
             # Checked now, so a bad spec or batch size fails here, before any epoch is claimed.
             self.pipe_channel.check_reader_options(batch_size, ExampleSpec(self._columns))
         self.local_ranks = _local_ranks_mode(channel, local_ranks)
-        self._ownership = _own_channel(self.pipe_channel) if self.local_ranks == "own" else None
+        if self.local_ranks == "own":
+            _own_channel(self.pipe_channel)
 
     @property
     def channel(self) -> str:
@@ -159,38 +160,29 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
         else:
             yield from map(self.transform, items)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A "spawn" worker gets no copy of the ownership lock: the process that made the
-        # dataset holds it for the workers it starts.
-        return {**self.__dict__, "_ownership": None}
-
     # Reading.
 
     def _read_alone(self) -> Iterator[Any]:
         epoch = self.pipe_channel.claim_next_epoch()
         if self.dense:
-            yield from self._dense_batches(epoch)
+            yield from map(to_tensors, self._decoded(epoch))
         else:
             with self.pipe_channel.open_reader(epoch) as reader:
                 for batch in reader.batches():
                     yield from batch.to_list()
 
-    def _dense_batches(self, epoch: Epoch) -> Iterator[dict[str, Any]]:
+    def _decoded(self, epoch: Epoch) -> Iterator[dict[str, np.ndarray]]:
         spec = ExampleSpec(self._columns)
         reader = self.pipe_channel.open_dense_reader(epoch, spec, batch_size=self.batch_size)
         with reader:
-            for batch in reader:
-                yield to_tensors(batch)
+            yield from reader
 
     def _runs(self) -> Iterator[Any]:
         """The epoch as the units a dealer deals: runs of `batch_size` raw records (lists of
         `bytes`), or decoded batches (dicts of numpy arrays)."""
         epoch = self.pipe_channel.claim_next_epoch()
         if self.dense:
-            spec = ExampleSpec(self._columns)
-            reader = self.pipe_channel.open_dense_reader(epoch, spec, batch_size=self.batch_size)
-            with reader:
-                yield from reader
+            yield from self._decoded(epoch)
         else:
             with self.pipe_channel.open_reader(epoch) as raw:
                 yield from _record_runs(raw, self.batch_size)
@@ -285,9 +277,8 @@ class _Seat:
         return rank * self.workers + worker
 
     def describe(self) -> str:
-        return f"local rank {self.rank} of {self.ranks}, DataLoader worker {self.worker} of " + (
-            f"{self.workers}"
-        )
+        where = f"local rank {self.rank} of {self.ranks}"
+        return f"{where}, DataLoader worker {self.worker} of {self.workers}"
 
 
 def _local_world_size() -> int:
@@ -334,7 +325,7 @@ def _distributed_world_size() -> int:
 _OWNED: dict[tuple[int, str], int] = {}
 
 
-def _own_channel(channel: PipeModeChannel) -> int:
+def _own_channel(channel: PipeModeChannel) -> None:
     """Takes the channel for this process alone, for as long as it lives, or refuses.
 
     An `flock` on `<state_dir>/.<channel>-pipe_mode-owner`, which names its holder: released
@@ -343,7 +334,7 @@ def _own_channel(channel: PipeModeChannel) -> int:
     """
     path = str(channel.state_dir.resolve() / f".{channel.channel}-pipe_mode-owner")
     if (os.getpid(), path) in _OWNED:
-        return _OWNED[os.getpid(), path]
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -358,7 +349,6 @@ def _own_channel(channel: PipeModeChannel) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"local rank {_local_rank()}, pid {os.getpid()}".encode())
     _OWNED[os.getpid(), path] = fd
-    return fd
 
 
 # Dealing: one seat reads, every seat gets runs in turn.
