@@ -405,3 +405,24 @@ def test_local_rank_zero_deals_runs_to_every_local_rank(
         expected = [r for run in runs[rank::2] for r in run]
         assert got[rank] == [expected, expected]
     assert job.next_epoch("train") == 2
+
+
+def _die_on_boom(record: bytes) -> bytes:
+    if record == b"boom":
+        os._exit(3)  # a worker killed mid-epoch, as by the OOM killer
+    return record
+
+
+@pytest.mark.parametrize("seat", [0, 1])
+def test_a_worker_that_dies_fails_the_loop_and_hangs_nothing(job: ServedJob, seat: int) -> None:
+    # Record 40 + seat is in a run dealt to worker `seat` (runs of 10, two workers).
+    records = [b"boom" if i == 40 + seat * 10 else b"r%d" % i for i in range(300)]
+    job.serve("train", [records])
+    dataset = PipeModeDataset("train", transform=_die_on_boom, batch_size=10, **job.dirs())
+    loader = DataLoader(dataset, batch_size=10, num_workers=2, collate_fn=list, timeout=60)
+    seen = []
+    with pytest.raises(RuntimeError, match=r"DataLoader worker .* exited unexpectedly"):
+        for batch in loader:
+            seen.extend(batch)
+    # In order up to the death, which torch may report as soon as it happens.
+    assert seen == records[: len(seen)] and len(seen) <= 40 + seat * 10

@@ -473,7 +473,7 @@ class _Dealer:
             for unit in self.dataset._runs():
                 self._deliver(self.seat.of_run(run), ("run", unit))
                 run += 1
-            for index in range(self.seat.count):
+            for index in self._own_seat_last():
                 self._deliver(index, ("end", None))
         except _Stopped:
             pass
@@ -481,6 +481,11 @@ class _Dealer:
             self._fail(self.seat.of_run(run), error)
         finally:
             self._close_sockets()
+
+    def _own_seat_last(self) -> list[int]:
+        # Once its own seat has the last word, the dealer's consumer closes the dealer: every
+        # other seat must have had its word by then.
+        return [*range(1, self.seat.count), 0]
 
     def _gather(self) -> None:
         deadline = _deadline(self.dataset)
@@ -543,7 +548,7 @@ class _Dealer:
             pickle.dumps(error, protocol=5)
         except Exception:  # it must cross to another process as it is, or as its message
             error = RuntimeError(f"{type(error).__name__}: {error}")
-        for seat in range(self.seat.count):
+        for seat in self._own_seat_last():
             message = ("error", error) if seat == index else ("end", None)
             try:
                 self._deliver(seat, message)
@@ -559,10 +564,12 @@ class _Dealer:
 
     def close(self) -> None:
         self.stop.set()
-        # Shutting the sockets down wakes a send blocked on a seat that stopped reading.
-        for peer in list(self.peers.values()):
-            with contextlib.suppress(OSError):
-                peer.shutdown(socket.SHUT_RDWR)
+        if self.thread.is_alive():
+            # Closed early: shutting the sockets down wakes a send blocked on a seat that
+            # stopped reading. (What a seat has received stays readable.)
+            for peer in list(self.peers.values()):
+                with contextlib.suppress(OSError):
+                    peer.shutdown(socket.SHUT_RDWR)
         self.thread.join(timeout=10)
 
 
