@@ -426,3 +426,16 @@ def test_a_worker_that_dies_fails_the_loop_and_hangs_nothing(job: ServedJob, sea
             seen.extend(batch)
     # In order up to the death, which torch may report as soon as it happens.
     assert seen == records[: len(seen)] and len(seen) <= 40 + seat * 10
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_pass_left_early_leaves_the_next_pass_whole(job: ServedJob, persistent: bool) -> None:
+    records = some_records(3000)
+    job.serve("train", [records])
+    dataset = PipeModeDataset("train", batch_size=1, **job.dirs())
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, persistent_workers=persistent)
+    iterator = iter(loader)
+    assert [next(iterator) for _ in range(5)] == records[:5]
+    del iterator  # its workers' dealer stops mid-epoch and closes the FIFO
+    assert list(loader) == records
+    assert job.next_epoch("train") == 2
