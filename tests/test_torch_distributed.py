@@ -65,7 +65,7 @@ def test_torchrun_ranks_share_a_channel_dealt_by_local_rank_zero(
         "OMP_NUM_THREADS": "1",
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", "2", str(script)]
+    command += ["--nproc_per_node", "2", str(script)]
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     runs = [[r.decode() for r in records[start : start + 10]] for start in range(0, 1000, 10)]

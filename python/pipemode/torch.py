@@ -53,9 +53,9 @@ Transform = Callable[[Any], Any]
 
 # How `local_ranks` may be set, and what each means (see PipeModeDataset).
 LOCAL_RANKS = ("deal", "own")
-# How long a dealt seat waits for its dealer, or a dealer for every seat, when the channel has
-# no open_timeout of its own.
-_NO_TIMEOUT_POLL = 0.2
+# How often a dealer, or the consumer of its own seat, waiting for something checks whether it
+# was stopped (or its thread ended). Seats and dealers wait for each other up to open_timeout.
+_POLL_SECONDS = 0.2
 # Runs the dealer may hold ready for its own seat ahead of it: the others' wait in their sockets.
 _OWN_QUEUE_RUNS = 2
 
@@ -449,13 +449,13 @@ class _Dealer:
                 time.sleep(0.01)
                 continue
             listener.listen(self.seat.count)
-            listener.settimeout(_NO_TIMEOUT_POLL)
+            listener.settimeout(_POLL_SECONDS)
             return listener
 
     def own_runs(self) -> Iterator[Any]:
         while True:
             try:
-                kind, payload = self.own.get(timeout=_NO_TIMEOUT_POLL)
+                kind, payload = self.own.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 if not self.thread.is_alive() and self.own.empty():
                     raise RuntimeError("pipemode's dealer thread ended without a word") from None
@@ -528,7 +528,7 @@ class _Dealer:
                 if self.stop.is_set():
                     raise _Stopped
                 try:
-                    self.own.put(message, timeout=_NO_TIMEOUT_POLL)
+                    self.own.put(message, timeout=_POLL_SECONDS)
                     return
                 except queue.Full:
                     continue
