@@ -19,6 +19,7 @@ Each contender runs `--rounds` times, interleaved with the others; its best wall
 beside it its best CPU time per record (this process, the `cat` writer and DataLoader's workers),
 which moves less when other work shares the cores.
 
+    pip install tfrecord   # the package of 2.; its row is left out without it
     python benches/bench_torch.py [--records 20000] [--transform-records 4000] [--rounds 3]
 """
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import itertools
 import json
 import os
 import resource
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pipemode import DenseReader, FixedLenFeature, RecordWriter, decode_examples
+from pipemode import DenseReader, FixedLenFeature, RecordReader, RecordWriter, decode_examples
 from pipemode.generate import generate
 from pipemode.torch import PipeModeDataset
 from torch.utils.data import DataLoader
@@ -140,7 +143,7 @@ class InMemoryRecords(torch.utils.data.IterableDataset):  # type: ignore[type-ar
 
 def in_memory_transform(workers: int) -> Callable[[Path], int]:
     def consume(source: Path) -> int:
-        loader = DataLoader(InMemoryRecords(list(_records(source))), BATCH, num_workers=workers)
+        loader = DataLoader(InMemoryRecords(list(RecordReader(source))), BATCH, num_workers=workers)
         return sum(len(batch) for batch in loader)
 
     return consume
@@ -207,27 +210,28 @@ def main() -> None:
         print(f"{args.records} tutorial records ({size / 1e6:.0f} MB), batches of {BATCH}, ")
         print(f"torch {torch.__version__}, best of {args.rounds}, load {os.getloadavg()[0]:.1f}")
 
+        tfr = "tfrecord.torch.TFRecordDataset + DataLoader (regular file)"
+        pipemode_loader = "DataLoader(PipeModeDataset(features=...)) (FIFO)"
         dense = {
             "DenseReader alone (FIFO)": (dense_reader_alone, recordio),
             "PipeModeDataset(features=...) iterated directly (FIFO)": (dataset_alone, recordio),
-            "DataLoader(PipeModeDataset(features=...)) (FIFO)": (dataloader_dense(0), recordio),
+            pipemode_loader: (dataloader_dense(0), recordio),
             "  the same, num_workers=1": (dataloader_dense(1), recordio),
-            "tfrecord.torch.TFRecordDataset + DataLoader (regular file)": (
-                tfrecord_package,
-                tfrecord,
-            ),
+            tfr: (tfrecord_package, tfrecord),
         }
+        if importlib.util.find_spec("tfrecord") is None:
+            print("the tfrecord package is not installed (pip install tfrecord): no row for it")
+            del dense[tfr]
         best = best_of(dense, args.records, args.rounds)
         report("Dense batches", best, args.records, size, "DenseReader alone (FIFO)")
-        tfr = "tfrecord.torch.TFRecordDataset + DataLoader (regular file)"
-        pipemode_loader = "DataLoader(PipeModeDataset(features=...)) (FIFO)"
-        speedup = best[tfr][0] / best[pipemode_loader][0]
-        print(f"PipeModeDataset against the tfrecord package: {speedup:.1f}x")
+        if tfr in best:
+            speedup = best[tfr][0] / best[pipemode_loader][0]
+            print(f"PipeModeDataset against the tfrecord package: {speedup:.1f}x")
 
         count = args.transform_records
         few = Path(folder) / "few.rec"
         with RecordWriter(few, "RecordIO") as writer:
-            for record in list(_records(recordio))[:count]:
+            for record in itertools.islice(RecordReader(recordio), count):
                 writer.write(record)
         heavy = {
             "per-record transform, num_workers=0": (dataloader_transform(0), few),
@@ -243,12 +247,6 @@ def main() -> None:
             few.stat().st_size,
             "per-record transform, num_workers=0",
         )
-
-
-def _records(path: Path) -> Iterator[bytes]:
-    from pipemode import RecordReader
-
-    yield from RecordReader(path)
 
 
 if __name__ == "__main__":
