@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipemode.runner.channels import Channel
+from pipemode.runner.distribution import Distribution
 
 __all__ = ["HostConfig", "HostFolder", "JobSpec", "host_config", "script_args"]
 
@@ -28,6 +29,8 @@ class JobSpec(Protocol):
     def hyperparameters(self) -> Mapping[str, str]: ...
     @property
     def script_args(self) -> Sequence[str]: ...
+    @property
+    def distribution(self) -> Distribution | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,29 +89,51 @@ class HostConfig:
     environment: dict[str, str]
 
 
+# Every host is in one instance group, named as SageMaker names a homogeneous cluster's.
+GROUP = "homogeneousCluster"
+INSTANCE_TYPE = "local"
+
+
 def host_config(
     job: JobSpec, job_name: str, hosts: Sequence[str], host: str, folder: HostFolder
 ) -> HostConfig:
     """Builds one host's configuration from the job alone: it reads and writes nothing."""
     channels = sorted(c.name for c in job.channels)
     input_config = {c.name: c.container_config() for c in job.channels}
+    group = {"instance_group_name": GROUP, "instance_type": INSTANCE_TYPE, "hosts": list(hosts)}
     resource = {
         "current_host": host,
-        "current_group_name": "homogeneousCluster",
+        "current_instance_type": INSTANCE_TYPE,
+        "current_group_name": GROUP,
         "hosts": list(hosts),
+        "instance_groups": [group],
         "network_interface_name": "lo",
     }
+    framework_params = job.distribution.framework_params() if job.distribution else {}
+    # The toolkit counts a group as distributed when a strategy is enabled on it.
+    distribution_groups = [GROUP] if framework_params else []
     num_cpus = os.cpu_count() or 1
     entry_point = Path(job.entry_point).name
     training_env = {
+        "additional_framework_parameters": framework_params,
         "channel_input_dirs": {c: str(folder.data_dir / c) for c in channels},
         "current_host": host,
+        "current_instance_group": GROUP,
+        "current_instance_group_hosts": list(hosts),
+        "current_instance_type": INSTANCE_TYPE,
+        "distribution_hosts": list(hosts) if distribution_groups else [],
+        "distribution_instance_groups": distribution_groups,
         "hosts": list(hosts),
         "hyperparameters": job.hyperparameters,
         "input_config_dir": str(folder.config_dir),
         "input_data_config": input_config,
         "input_dir": str(folder.input_dir),
+        "instance_groups": [GROUP],
+        "instance_groups_dict": {GROUP: group},
+        "is_hetero": False,
+        "is_master": host == hosts[0],
         "job_name": job_name,
+        "master_hostname": hosts[0],
         "model_dir": str(folder.model_dir),
         "network_interface_name": resource["network_interface_name"],
         "num_cpus": num_cpus,
@@ -138,17 +163,34 @@ def host_config(
         "SM_USER_ENTRY_POINT": entry_point,
         "SM_USER_ARGS": json.dumps(script_args(job)),
         "SM_TRAINING_ENV": json.dumps(training_env),
+        # As the toolkit's mapping.to_env_vars writes values that are not strings.
+        "SM_FRAMEWORK_PARAMS": _toolkit_json(framework_params),
+        "SM_CURRENT_INSTANCE_TYPE": INSTANCE_TYPE,
+        "SM_CURRENT_INSTANCE_GROUP": GROUP,
+        "SM_CURRENT_INSTANCE_GROUP_HOSTS": _toolkit_json(list(hosts)),
+        "SM_INSTANCE_GROUPS": _toolkit_json([GROUP]),
+        "SM_INSTANCE_GROUPS_DICT": _toolkit_json({GROUP: group}),
+        "SM_DISTRIBUTION_INSTANCE_GROUPS": _toolkit_json(distribution_groups),
+        "SM_IS_HETERO": _toolkit_json(False),
     }
     for name in channels:
         env[f"SM_CHANNEL_{name.upper()}"] = str(folder.data_dir / name)
     for key, value in job.hyperparameters.items():
         env[f"SM_HP_{key.upper()}"] = value
+    # The SDK sends its sagemaker_* switches as hyperparameters, JSON-encoded; the toolkit
+    # takes them out of the script's arguments and SM_HPS again.
+    hyperparameters = dict(job.hyperparameters)
+    hyperparameters.update({k: json.dumps(v) for k, v in framework_params.items()})
     files = {
-        "hyperparameters.json": dict(job.hyperparameters),
+        "hyperparameters.json": hyperparameters,
         "inputdataconfig.json": input_config,
         "resourceconfig.json": resource,
     }
     return HostConfig(files, env)
+
+
+def _toolkit_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def script_args(job: JobSpec) -> list[str]:
