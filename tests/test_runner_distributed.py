@@ -106,26 +106,31 @@ def test_mwms_tf_config_has_the_toolkits_shape_with_a_loopback_port_per_host() -
         "environment": "cloud",
         "task": {"index": 1, "type": "worker"},
     }
-    assert Distribution(MWMS).command(HOSTS, "algo-2", addresses, ["t.py", "--a"])[1:] == [
-        "t.py",
-        "--a",
-    ]
 
 
-def test_torch_distributed_runs_torchrun_as_the_toolkit_does() -> None:
+def test_torch_distributed_gives_each_host_what_torchrun_gives_its_worker() -> None:
+    # torchrun --nnodes 3 --nproc_per_node 1 --master_addr A --master_port 4001 --node_rank 2
     addresses = HostAddresses({"algo-1": 4001, "algo-2": 4002, "algo-3": 4003})
     hosts = [*HOSTS, "algo-3"]
     distribution = Distribution("torch_distributed")
-    command = distribution.command(hosts, "algo-3", addresses, ["t.py", "--a"])
-    assert (
-        command[1:]
-        == (
-            "-m torch.distributed.run --nnodes 3 --nproc_per_node 1 "
-            f"--master_addr {LOOPBACK} --master_port 4001 --node_rank 2 t.py --a"
-        ).split()
-    )
     env = distribution.host_environment(hosts, "algo-3", addresses)
-    assert env == {"MASTER_ADDR": LOOPBACK, "MASTER_PORT": "4001"}
+    assert env == {
+        "MASTER_ADDR": LOOPBACK,
+        "MASTER_PORT": "4001",
+        "WORLD_SIZE": "3",
+        "RANK": "2",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "GROUP_RANK": "2",
+        "GROUP_WORLD_SIZE": "3",
+        "ROLE_NAME": "default",
+        "ROLE_RANK": "2",
+        "ROLE_WORLD_SIZE": "3",
+        "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_MAX_RESTARTS": "0",
+        "TORCHELASTIC_RUN_ID": "none",
+        "TORCHELASTIC_USE_AGENT_STORE": "False",
+    }
     assert distribution.framework_params() == {
         "sagemaker_torch_distributed_enabled": True,
         "sagemaker_instance_type": "local",
@@ -263,7 +268,7 @@ def test_cli_runs_hosts_with_a_distribution(
     )  # fmt: skip
     assert code == 0
     assert recorded(out / "d", "env.json", "algo-2")["task"]["index"] == 1
-    assert f"{MWMS} on algo-1 at {LOOPBACK}:" in capsys.readouterr().err
+    assert f"{MWMS}: workers algo-1 at {LOOPBACK}:" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_distribution_it_does_not_run(

@@ -13,14 +13,17 @@ script:
 
 Here every host is a process group on one machine, where `algo-1..N` do not resolve: each host's
 address is loopback with a free port of its own, picked when the job starts, in place of
-`algo-N:8890` or `algo-1:7777`. The other strategies the SDK knows are refused (see `_REFUSED`).
+`algo-N:8890` or `algo-1:7777`. With one process per host (a CPU instance's), torchrun would run
+the script once with the variables below; the runner sets them itself and runs the script as its
+host's process group leader, because torchrun starts its workers in sessions of their own, out
+of reach of the group signals that end a job. The other strategies the SDK knows are refused (see
+`_REFUSED`).
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,33 +170,43 @@ class Distribution:
         """What the framework container adds to the host's environment."""
         if self.name == MWMS:
             return {"TF_CONFIG": json.dumps(tf_config(hosts, host, addresses))}
-        master = hosts[0]
-        return {"MASTER_ADDR": LOOPBACK, "MASTER_PORT": str(addresses.ports[master])}
+        return torchrun_environment(hosts, host, addresses)
 
-    def command(
-        self, hosts: Sequence[str], host: str, addresses: HostAddresses, script: Sequence[str]
-    ) -> list[str]:
-        """How the host runs `script` (the script's path and arguments)."""
+    def describe(self, hosts: Sequence[str], addresses: HostAddresses) -> str:
+        """Where the hosts meet, for the job's log."""
         if self.name == MWMS:
-            return [sys.executable, *script]
-        # torchrun, from the current Python. The toolkit passes --master_* only with several
-        # hosts, when torchrun's default port (29500) would do; here it is always a free one.
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes",
-            str(len(hosts)),
-            "--nproc_per_node",
-            str(_PROCESSES_PER_HOST),
-            "--master_addr",
-            LOOPBACK,
-            "--master_port",
-            str(addresses.ports[hosts[0]]),
-            "--node_rank",
-            str(list(hosts).index(host)),
-            *script,
-        ]
+            where = ", ".join(f"{h} at {addresses.address(h)}" for h in hosts)
+            return f"{self.name}: workers {where}"
+        ranks = ", ".join(f"{h} RANK {i}" for i, h in enumerate(hosts))
+        return f"{self.name}: MASTER_ADDR:MASTER_PORT {addresses.address(hosts[0])}, {ranks}"
+
+
+def torchrun_environment(
+    hosts: Sequence[str], host: str, addresses: HostAddresses
+) -> dict[str, str]:
+    """What `torchrun --nnodes N --nproc_per_node 1 --master_addr A --master_port P
+    --node_rank i` (static rendezvous, no restarts: the toolkit's command) gives its one worker
+    on host i. With no torchrun agent, the first host's worker serves the store at MASTER_PORT
+    (TORCHELASTIC_USE_AGENT_STORE False), as `init_process_group("env://")` does by itself."""
+    node_rank = list(hosts).index(host)
+    world_size = len(hosts) * _PROCESSES_PER_HOST
+    return {
+        "MASTER_ADDR": LOOPBACK,
+        "MASTER_PORT": str(addresses.ports[hosts[0]]),
+        "WORLD_SIZE": str(world_size),
+        "RANK": str(node_rank * _PROCESSES_PER_HOST),
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": str(_PROCESSES_PER_HOST),
+        "GROUP_RANK": str(node_rank),
+        "GROUP_WORLD_SIZE": str(len(hosts)),
+        "ROLE_NAME": "default",
+        "ROLE_RANK": str(node_rank * _PROCESSES_PER_HOST),
+        "ROLE_WORLD_SIZE": str(world_size),
+        "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_MAX_RESTARTS": "0",
+        "TORCHELASTIC_RUN_ID": "none",
+        "TORCHELASTIC_USE_AGENT_STORE": "False",
+    }
 
 
 def tf_config(hosts: Sequence[str], host: str, addresses: HostAddresses) -> dict[str, Any]:

@@ -276,7 +276,8 @@ class _Run:
         env.setdefault("PYTHONUNBUFFERED", "1")  # so the script's output streams through
         env.update(sm_env)
         env.update(self.job.environment)
-        script = ScriptProcess(host, self._command(host), env, subprocess.PIPE)
+        command = [sys.executable, str(Path(self.job.entry_point).resolve())]
+        script = ScriptProcess(host, command + script_args(self.job), env, subprocess.PIPE)
         self.scripts.append(script)
         prefix = f"{host}: " if len(self.hosts) > 1 else ""
         process = script.process
@@ -294,17 +295,11 @@ class _Run:
             self.forwarders.append(thread)
             thread.start()
 
-    def _command(self, host: str) -> list[str]:
-        script = [str(Path(self.job.entry_point).resolve()), *script_args(self.job)]
-        if self.job.distribution and self.addresses:
-            return self.job.distribution.command(self.hosts, host, self.addresses, script)
-        return [sys.executable, *script]
-
     def _announce_distribution(self) -> None:
         """Says where the hosts listen: loopback ports, not the algo-N:port of SageMaker."""
         if self.job.distribution and self.addresses:
-            where = ", ".join(f"{h} at {self.addresses.address(h)}" for h in self.hosts)
-            self.stderr.write(f"pipemode: {self.job.distribution.name} on {where}\n")
+            where = self.job.distribution.describe(self.hosts, self.addresses)
+            self.stderr.write(f"pipemode: {where}\n")
 
     # -- running ---------------------------------------------------------------------------
 
