@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,3 +239,31 @@ def test_a_host_failing_mid_training_ends_the_job_promptly_naming_it(
     config = result.job_dir / "algo-1" / "input" / "config" / "hyperparameters.json"
     switch = "sagemaker_multi_worker_mirrored_strategy_enabled"
     assert json.loads(config.read_text()) == {switch: "true"}
+
+
+@pytest.mark.slow
+def test_the_mwms_example_trains_on_two_hosts(tmp_path: Path) -> None:
+    from pipemode.generate import generate
+
+    generate(tmp_path / "data" / "train", 2560, files=4, seed=0)
+    generate(tmp_path / "data" / "eval", 640, files=1, seed=1)
+    example = Path(__file__).parents[1] / "examples" / "mwms_custom_loop.py"
+    job = TrainingJob(
+        example,
+        [
+            Channel("train", str(tmp_path / "data" / "train"), distribution="ShardedByS3Key"),
+            Channel("eval", str(tmp_path / "data" / "eval")),
+        ],
+        hyperparameters={"epochs": "2", "steps": "10", "eval-steps": "10"},
+        output_path=tmp_path / "out",
+        job_name="example",
+        instance_count=2,
+        distribution=Distribution("multi_worker_mirrored_strategy"),
+    )
+    result = job.run(live=False)
+    assert result.exit_code == 0, result.failure
+    metrics = recorded(result.job_dir, "metrics.json")
+    assert metrics["workers"] == 2 and metrics["train_steps"] == 20
+    assert metrics["eval_accuracy"] > 0.95
+    with tarfile.open(result.model_data) as tar:
+        assert tar.getnames() == ["classifier.weights.h5"]
