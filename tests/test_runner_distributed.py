@@ -308,3 +308,23 @@ def test_a_runner_option_after_the_script_is_passed_on_with_a_warning(
     err = capsys.readouterr().err
     assert "warning: --instance-count=2 after the entry point" in err
     assert "--epochs" not in err.split("warning:")[1].split("\n")[0]
+
+
+def test_the_estimator_takes_the_sdks_distribution_dict(tmp_path: Path) -> None:
+    entry = script(
+        tmp_path,
+        "record('seen.json', [os.environ['RANK'], os.environ['WORLD_SIZE'], sys.argv[1:]])\n",
+    )
+    estimator = Estimator(
+        entry,
+        hyperparameters={"epochs": 2},
+        output_path=tmp_path / "out",
+        instance_count=2,
+        distribution={"torch_distributed": {"enabled": True}},
+    )
+    result = estimator.fit(job_name="est")
+    assert recorded(result.job_dir, "seen.json", "algo-2") == ["1", "2", ["--epochs", "2"]]
+    framework = json.loads(
+        (result.job_dir / "algo-1" / "input" / "config" / "hyperparameters.json").read_text()
+    )
+    assert framework["sagemaker_torch_distributed_enabled"] == "true"

@@ -100,40 +100,27 @@ def host_config(
     """Builds one host's configuration from the job alone: it reads and writes nothing."""
     channels = sorted(c.name for c in job.channels)
     input_config = {c.name: c.container_config() for c in job.channels}
-    group = {"instance_group_name": GROUP, "instance_type": INSTANCE_TYPE, "hosts": list(hosts)}
     resource = {
         "current_host": host,
         "current_instance_type": INSTANCE_TYPE,
         "current_group_name": GROUP,
         "hosts": list(hosts),
-        "instance_groups": [group],
+        "instance_groups": [_instance_group(hosts)],
         "network_interface_name": "lo",
     }
     framework_params = job.distribution.framework_params() if job.distribution else {}
-    # The toolkit counts a group as distributed when a strategy is enabled on it.
-    distribution_groups = [GROUP] if framework_params else []
     num_cpus = os.cpu_count() or 1
     entry_point = Path(job.entry_point).name
     training_env = {
-        "additional_framework_parameters": framework_params,
+        **_cluster_training_env(hosts, host, framework_params),
         "channel_input_dirs": {c: str(folder.data_dir / c) for c in channels},
         "current_host": host,
-        "current_instance_group": GROUP,
-        "current_instance_group_hosts": list(hosts),
-        "current_instance_type": INSTANCE_TYPE,
-        "distribution_hosts": list(hosts) if distribution_groups else [],
-        "distribution_instance_groups": distribution_groups,
         "hosts": list(hosts),
         "hyperparameters": job.hyperparameters,
         "input_config_dir": str(folder.config_dir),
         "input_data_config": input_config,
         "input_dir": str(folder.input_dir),
-        "instance_groups": [GROUP],
-        "instance_groups_dict": {GROUP: group},
-        "is_hetero": False,
-        "is_master": host == hosts[0],
         "job_name": job_name,
-        "master_hostname": hosts[0],
         "model_dir": str(folder.model_dir),
         "network_interface_name": resource["network_interface_name"],
         "num_cpus": num_cpus,
@@ -163,15 +150,7 @@ def host_config(
         "SM_USER_ENTRY_POINT": entry_point,
         "SM_USER_ARGS": json.dumps(script_args(job)),
         "SM_TRAINING_ENV": json.dumps(training_env),
-        # As the toolkit's mapping.to_env_vars writes values that are not strings.
-        "SM_FRAMEWORK_PARAMS": _toolkit_json(framework_params),
-        "SM_CURRENT_INSTANCE_TYPE": INSTANCE_TYPE,
-        "SM_CURRENT_INSTANCE_GROUP": GROUP,
-        "SM_CURRENT_INSTANCE_GROUP_HOSTS": _toolkit_json(list(hosts)),
-        "SM_INSTANCE_GROUPS": _toolkit_json([GROUP]),
-        "SM_INSTANCE_GROUPS_DICT": _toolkit_json({GROUP: group}),
-        "SM_DISTRIBUTION_INSTANCE_GROUPS": _toolkit_json(distribution_groups),
-        "SM_IS_HETERO": _toolkit_json(False),
+        **_cluster_env(hosts, framework_params),
     }
     for name in channels:
         env[f"SM_CHANNEL_{name.upper()}"] = str(folder.data_dir / name)
@@ -187,6 +166,49 @@ def host_config(
         "resourceconfig.json": resource,
     }
     return HostConfig(files, env)
+
+
+def _instance_group(hosts: Sequence[str]) -> dict[str, Any]:
+    return {"instance_group_name": GROUP, "instance_type": INSTANCE_TYPE, "hosts": list(hosts)}
+
+
+def _distribution_groups(framework_params: Mapping[str, Any]) -> list[str]:
+    # The toolkit counts a group as distributed when a strategy is enabled on it.
+    return [GROUP] if framework_params else []
+
+
+def _cluster_training_env(
+    hosts: Sequence[str], host: str, framework_params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The training toolkit's view of the cluster, in SM_TRAINING_ENV."""
+    distribution_groups = _distribution_groups(framework_params)
+    return {
+        "additional_framework_parameters": dict(framework_params),
+        "current_instance_group": GROUP,
+        "current_instance_group_hosts": list(hosts),
+        "current_instance_type": INSTANCE_TYPE,
+        "distribution_hosts": list(hosts) if distribution_groups else [],
+        "distribution_instance_groups": distribution_groups,
+        "instance_groups": [GROUP],
+        "instance_groups_dict": {GROUP: _instance_group(hosts)},
+        "is_hetero": False,
+        "is_master": host == hosts[0],
+        "master_hostname": hosts[0],
+    }
+
+
+def _cluster_env(hosts: Sequence[str], framework_params: Mapping[str, Any]) -> dict[str, str]:
+    """The same as SM_* variables, JSON as the toolkit's mapping.to_env_vars writes it."""
+    return {
+        "SM_FRAMEWORK_PARAMS": _toolkit_json(framework_params),
+        "SM_CURRENT_INSTANCE_TYPE": INSTANCE_TYPE,
+        "SM_CURRENT_INSTANCE_GROUP": GROUP,
+        "SM_CURRENT_INSTANCE_GROUP_HOSTS": _toolkit_json(list(hosts)),
+        "SM_INSTANCE_GROUPS": _toolkit_json([GROUP]),
+        "SM_INSTANCE_GROUPS_DICT": _toolkit_json({GROUP: _instance_group(hosts)}),
+        "SM_DISTRIBUTION_INSTANCE_GROUPS": _toolkit_json(_distribution_groups(framework_params)),
+        "SM_IS_HETERO": _toolkit_json(False),
+    }
 
 
 def _toolkit_json(value: Any) -> str:
