@@ -150,7 +150,7 @@ def free_ports(count: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Distribution:
-    """One supported strategy; what it adds to each host's environment and command."""
+    """One supported strategy, and what it adds to each host's environment."""
 
     name: str
 
