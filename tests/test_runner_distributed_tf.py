@@ -267,3 +267,51 @@ def test_the_mwms_example_trains_on_two_hosts(tmp_path: Path) -> None:
     assert metrics["eval_accuracy"] > 0.95
     with tarfile.open(result.model_data) as tar:
         assert tar.getnames() == ["classifier.weights.h5"]
+
+
+# Keras `fit` under MultiWorkerMirroredStrategy with tf_keras (TF_USE_LEGACY_KERAS=1): Keras 3's
+# fails upstream (keras-team/keras#20585). repeat() and fixed steps, on the uneven shards.
+_FIT_SCRIPT = """
+import json, os
+import tensorflow as tf
+from pipemode import PipeModeDataset
+
+keras = tf.keras
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+features = {"id": tf.io.FixedLenFeature([], tf.int64)}
+
+def example(record):
+    x = tf.cast(tf.io.parse_single_example(record, features)["id"], tf.float32) / 100.0
+    return tf.reshape(x, [1]), 2.0 * x + 1.0
+
+data = PipeModeDataset("train").repeat().map(example).batch(10, drop_remainder=True)
+with strategy.scope():
+    model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.2), loss="mse")
+history = model.fit(data, epochs=3, steps_per_epoch=12, verbose=0)
+with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "fit.json"), "w") as f:
+    json.dump({"keras": keras.__name__, "loss": history.history["loss"],
+               "weights": [w.tolist() for w in model.get_weights()]}, f)
+"""
+
+
+@pytest.mark.slow
+def test_tf_keras_fit_under_mwms_trains_in_sync(tmp_path: Path, uneven_shards: str) -> None:
+    pytest.importorskip("tf_keras")
+    entry = tmp_path / "fit.py"
+    entry.write_text(_FIT_SCRIPT)
+    job = TrainingJob(
+        entry,
+        [Channel("train", uneven_shards, distribution="ShardedByS3Key")],
+        output_path=tmp_path / "out",
+        job_name="fit",
+        instance_count=2,
+        environment={"TF_USE_LEGACY_KERAS": "1"},
+        distribution=Distribution("multi_worker_mirrored_strategy"),
+    )
+    result = job.run(live=False)
+    assert result.exit_code == 0, result.failure
+    first, second = (recorded(result.job_dir, "fit.json", h) for h in ("algo-1", "algo-2"))
+    assert first["keras"].startswith("tf_keras")
+    assert first["weights"] == second["weights"]
+    assert len(first["loss"]) == 3 and first["loss"][-1] < first["loss"][0] / 4
