@@ -353,8 +353,16 @@ def test_host_config_builds_each_hosts_files_and_environment_without_io(tmp_path
     assert not (tmp_path / "job").exists()  # it writes nothing
     assert config.files["resourceconfig.json"] == {
         "current_host": "algo-2",
+        "current_instance_type": "local",
         "current_group_name": "homogeneousCluster",
         "hosts": ["algo-1", "algo-2"],
+        "instance_groups": [
+            {
+                "instance_group_name": "homogeneousCluster",
+                "instance_type": "local",
+                "hosts": ["algo-1", "algo-2"],
+            }
+        ],
         "network_interface_name": "lo",
     }
     assert config.files["hyperparameters.json"] == {"lr": "0.1"}

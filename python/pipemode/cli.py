@@ -142,6 +142,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--instance-count", type=positive_int, default=1, help="run hosts algo-1..algo-N"
     )
     train.add_argument(
+        "--distribution",
+        metavar="STRATEGY",
+        help="set up SageMaker's distributed training on every host, as the framework "
+        "containers do: multi_worker_mirrored_strategy (TF_CONFIG) or torch_distributed "
+        "(torchrun). Hosts talk over loopback, each on a free port",
+    )
+    train.add_argument(
         "--stop-grace",
         type=_seconds,
         default=DEFAULT_STOP_GRACE,
@@ -232,6 +239,7 @@ def parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from pipemode.runner import TrainingJob
     from pipemode.runner.channels import parse_channel_arg, parse_input_data_config
+    from pipemode.runner.distribution import parse_distribution
 
     channels = [parse_channel_arg(text, args.input_mode) for text in args.channel or []]
     if args.input_data_config is not None:
@@ -240,6 +248,7 @@ def _train(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as error:
             raise PipeModeError(f"cannot read {args.input_data_config}: {error}") from None
         channels += parse_input_data_config(config, args.input_mode)
+    _check_script_args(args, has_channels=bool(channels))
     job = TrainingJob(
         entry_point=args.entry_point,
         channels=channels,
@@ -249,8 +258,34 @@ def _train(args: argparse.Namespace) -> int:
         job_name=args.job_name,
         instance_count=args.instance_count,
         stop_grace=args.stop_grace,
+        distribution=parse_distribution(args.distribution),
     )
     return job.run().exit_code
+
+
+# Runner options that, written after ENTRY_POINT, leave the job without its channels.
+_CHANNEL_OPTIONS = ("--channel", "--input-data-config")
+
+
+def _check_script_args(args: argparse.Namespace, has_channels: bool) -> None:
+    """What follows ENTRY_POINT is the script's, but a runner option there is most likely
+    misplaced: an error when the job would then have no channels, else a warning."""
+    runner_options = {
+        option
+        for action in args.command_parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    misplaced = [a for a in args.script_args if a.partition("=")[0] in runner_options]
+    if not misplaced:
+        return
+    where = (
+        f"{', '.join(misplaced)} after the entry point {args.entry_point} "
+        "go to the script, not to the runner; write runner options before ENTRY_POINT"
+    )
+    if not has_channels and any(a.partition("=")[0] in _CHANNEL_OPTIONS for a in misplaced):
+        raise PipeModeError(f"the job has no channels: {where}")
+    print(f"pipemode train: warning: {where}", file=sys.stderr)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -120,6 +120,11 @@ class PipeModeDataset(tf.data.Dataset):
             pipeline = _raw_records(pipe_channel, meter)
         else:
             pipeline = _dense_batches(pipe_channel, meter, features, decode_raw, batch_size)
+        # Each host's pipe holds only its own records: a strategy's auto-sharding must not drop
+        # any (on a from_generator dataset it would keep 1/N of them, sharding by DATA).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        pipeline = pipeline.with_options(options)
         # The composed pipeline does the work; this class gives it the incumbent's name and
         # constructor so `isinstance(ds, PipeModeDataset)` and every Dataset method still work.
         self._pipeline = pipeline

@@ -14,6 +14,7 @@ from typing import Any, Union
 
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel
+from pipemode.runner.distribution import parse_distribution
 from pipemode.runner.job import DEFAULT_OUTPUT_PATH, JobResult, TrainingJob, default_job_name
 from pipemode.runner.processes import DEFAULT_STOP_GRACE
 
@@ -73,6 +74,9 @@ class Estimator:
 
     >>> estimator = Estimator("train.py", hyperparameters={"steps": 100}, input_mode="Pipe")
     >>> estimator.fit({"train": "data/train", "eval": TrainingInput("s3://bucket/eval")})
+
+    `distribution=` takes the SDK's dict for `multi_worker_mirrored_strategy` or
+    `torch_distributed` (`{"torch_distributed": {"enabled": True}}`) with `instance_count` hosts.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Estimator:
         environment: dict[str, str] | None = None,
         script_args: list[str] | None = None,
         stop_grace: float = DEFAULT_STOP_GRACE,
+        distribution: dict[str, Any] | None = None,
     ) -> None:
         self.entry_point = Path(entry_point)
         self.hyperparameters = dict(hyperparameters or {})
@@ -98,6 +103,9 @@ class Estimator:
         self.script_args = list(script_args or [])
         # Seconds a stopping job's scripts get between SIGTERM and SIGKILL (SageMaker: 120).
         self.stop_grace = stop_grace
+        # The SDK's dict, e.g. {"multi_worker_mirrored_strategy": {"enabled": True}}; checked
+        # here, as the SDK checks it when the estimator is made.
+        self.distribution = parse_distribution(distribution)
         self.latest_job: JobResult | None = None
 
     @property
@@ -138,6 +146,7 @@ class Estimator:
             instance_count=self.instance_count,
             environment=self.environment,
             stop_grace=self.stop_grace,
+            distribution=self.distribution,
         )
         self.latest_job = job.run(live=live)
         if not self.latest_job.succeeded:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipemode.runner.channels import Channel
+from pipemode.runner.distribution import Distribution
 
 __all__ = ["HostConfig", "HostFolder", "JobSpec", "host_config", "script_args"]
 
@@ -28,6 +29,8 @@ class JobSpec(Protocol):
     def hyperparameters(self) -> Mapping[str, str]: ...
     @property
     def script_args(self) -> Sequence[str]: ...
+    @property
+    def distribution(self) -> Distribution | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ class HostConfig:
     environment: dict[str, str]
 
 
+# Every host is in one instance group, named as SageMaker names a homogeneous cluster's.
+GROUP = "homogeneousCluster"
+INSTANCE_TYPE = "local"
+
+
 def host_config(
     job: JobSpec, job_name: str, hosts: Sequence[str], host: str, folder: HostFolder
 ) -> HostConfig:
@@ -94,13 +102,17 @@ def host_config(
     input_config = {c.name: c.container_config() for c in job.channels}
     resource = {
         "current_host": host,
-        "current_group_name": "homogeneousCluster",
+        "current_instance_type": INSTANCE_TYPE,
+        "current_group_name": GROUP,
         "hosts": list(hosts),
+        "instance_groups": [_instance_group(hosts)],
         "network_interface_name": "lo",
     }
+    framework_params = job.distribution.framework_params() if job.distribution else {}
     num_cpus = os.cpu_count() or 1
     entry_point = Path(job.entry_point).name
     training_env = {
+        **_cluster_training_env(hosts, host, framework_params),
         "channel_input_dirs": {c: str(folder.data_dir / c) for c in channels},
         "current_host": host,
         "hosts": list(hosts),
@@ -138,17 +150,69 @@ def host_config(
         "SM_USER_ENTRY_POINT": entry_point,
         "SM_USER_ARGS": json.dumps(script_args(job)),
         "SM_TRAINING_ENV": json.dumps(training_env),
+        **_cluster_env(hosts, framework_params),
     }
     for name in channels:
         env[f"SM_CHANNEL_{name.upper()}"] = str(folder.data_dir / name)
     for key, value in job.hyperparameters.items():
         env[f"SM_HP_{key.upper()}"] = value
+    # The SDK sends its sagemaker_* switches as hyperparameters, JSON-encoded; the toolkit
+    # takes them out of the script's arguments and SM_HPS again.
+    hyperparameters = dict(job.hyperparameters)
+    hyperparameters.update({k: json.dumps(v) for k, v in framework_params.items()})
     files = {
-        "hyperparameters.json": dict(job.hyperparameters),
+        "hyperparameters.json": hyperparameters,
         "inputdataconfig.json": input_config,
         "resourceconfig.json": resource,
     }
     return HostConfig(files, env)
+
+
+def _instance_group(hosts: Sequence[str]) -> dict[str, Any]:
+    return {"instance_group_name": GROUP, "instance_type": INSTANCE_TYPE, "hosts": list(hosts)}
+
+
+def _distribution_groups(framework_params: Mapping[str, Any]) -> list[str]:
+    # The toolkit counts a group as distributed when a strategy is enabled on it.
+    return [GROUP] if framework_params else []
+
+
+def _cluster_training_env(
+    hosts: Sequence[str], host: str, framework_params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The training toolkit's view of the cluster, in SM_TRAINING_ENV."""
+    distribution_groups = _distribution_groups(framework_params)
+    return {
+        "additional_framework_parameters": dict(framework_params),
+        "current_instance_group": GROUP,
+        "current_instance_group_hosts": list(hosts),
+        "current_instance_type": INSTANCE_TYPE,
+        "distribution_hosts": list(hosts) if distribution_groups else [],
+        "distribution_instance_groups": distribution_groups,
+        "instance_groups": [GROUP],
+        "instance_groups_dict": {GROUP: _instance_group(hosts)},
+        "is_hetero": False,
+        "is_master": host == hosts[0],
+        "master_hostname": hosts[0],
+    }
+
+
+def _cluster_env(hosts: Sequence[str], framework_params: Mapping[str, Any]) -> dict[str, str]:
+    """The same as SM_* variables, JSON as the toolkit's mapping.to_env_vars writes it."""
+    return {
+        "SM_FRAMEWORK_PARAMS": _toolkit_json(framework_params),
+        "SM_CURRENT_INSTANCE_TYPE": INSTANCE_TYPE,
+        "SM_CURRENT_INSTANCE_GROUP": GROUP,
+        "SM_CURRENT_INSTANCE_GROUP_HOSTS": _toolkit_json(list(hosts)),
+        "SM_INSTANCE_GROUPS": _toolkit_json([GROUP]),
+        "SM_INSTANCE_GROUPS_DICT": _toolkit_json({GROUP: _instance_group(hosts)}),
+        "SM_DISTRIBUTION_INSTANCE_GROUPS": _toolkit_json(_distribution_groups(framework_params)),
+        "SM_IS_HETERO": _toolkit_json(False),
+    }
+
+
+def _toolkit_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def script_args(job: JobSpec) -> list[str]:

@@ -27,6 +27,7 @@ from typing import IO, TextIO
 
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel, validate_name
+from pipemode.runner.distribution import Distribution, HostAddresses
 from pipemode.runner.feeder import ChannelFeeder, ChannelStats
 from pipemode.runner.host import HostFolder, host_config, script_args
 from pipemode.runner.processes import (
@@ -51,6 +52,10 @@ DEFAULT_OUTPUT_PATH = Path("pipemode-output")
 # How long a feeder or an output forwarder may take to notice the end of the job.
 _SHUTDOWN_GRACE = 5.0
 _FAILURE_TAIL_LINES = 40
+# The most the other hosts get between SIGTERM and SIGKILL when one host has failed: they are
+# stuck in collectives that cannot complete, and TensorFlow's MultiWorkerMirroredStrategy
+# catches SIGTERM (as a preemption notice) and carries on.
+PEER_FAILURE_GRACE = 10.0
 
 
 def default_job_name(entry_point: str | os.PathLike[str]) -> str:
@@ -114,6 +119,8 @@ class TrainingJob:
     environment: dict[str, str] = field(default_factory=dict)
     # Seconds between the SIGTERM that stops a job (a failure, Ctrl-C) and SIGKILL.
     stop_grace: float = DEFAULT_STOP_GRACE
+    # SageMaker's distributed training set up on every host, as the framework container does.
+    distribution: Distribution | None = None
 
     def run(
         self,
@@ -208,6 +215,7 @@ class _Run:
         self.stderr = stderr
         self.job_dir = Path(job.output_path).resolve() / job_name
         self.folders = [HostFolder(self.job_dir / host) for host in hosts]
+        self.addresses = HostAddresses.pick(hosts) if job.distribution else None
         self.feeders: list[ChannelFeeder] = []
         self.groups = ProcessGroups(job.stop_grace)
         self.scripts = self.groups.scripts  # the same list: a script started is one stopped
@@ -231,6 +239,9 @@ class _Run:
             if not channel.is_pipe:
                 self._materialise(channel, folder, index)
         self._start_feeders(folder, index)
+        if self.job.distribution and self.addresses:
+            distribution = self.job.distribution.host_environment(self.hosts, host, self.addresses)
+            return {**config.environment, **distribution}
         return config.environment
 
     def _materialise(self, channel: Channel, folder: HostFolder, host_index: int) -> None:
@@ -284,6 +295,12 @@ class _Run:
             self.forwarders.append(thread)
             thread.start()
 
+    def _announce_distribution(self) -> None:
+        """Says where the hosts listen: loopback ports, not the algo-N:port of SageMaker."""
+        if self.job.distribution and self.addresses:
+            where = self.job.distribution.describe(self.hosts, self.addresses)
+            self.stderr.write(f"pipemode: {where}\n")
+
     # -- running ---------------------------------------------------------------------------
 
     def execute(self, live: bool) -> int:
@@ -293,6 +310,7 @@ class _Run:
                 for index, (folder, host) in enumerate(zip(self.folders, self.hosts))
             ]
             stats = [feeder.stats for feeder in self.feeders]
+            self._announce_distribution()
             with Progress(stats, self.stderr, live) as progress, self._forwarding_signals():
                 for host, sm_env in zip(self.hosts, environments):
                     if self.signals:
@@ -311,7 +329,7 @@ class _Run:
         while True:
             self._note_failures()
             if self.cause is not None:
-                self.groups.stop()
+                self.groups.stop(self._stop_grace(self.cause))
             if self.groups.settle():
                 return
             time.sleep(0.05)
@@ -325,7 +343,8 @@ class _Run:
         for feeder in self.failed_feeders:
             stats = feeder.stats
             self._note(_Cause(f"channel {stats.channel} on {stats.host} failed: {stats.error}", 1))
-        for script in self.scripts:
+        # The first to exit is the cause: once one host fails, its peers' collectives fail too.
+        for script in sorted(self.scripts, key=lambda s: s.exited_at or float("inf")):
             code = script.poll()
             if code is None or script.host in self.exit_codes:
                 continue
@@ -333,6 +352,11 @@ class _Run:
             if code != 0:
                 self.first_failed_code = self.first_failed_code or code
                 self._note(_Cause(self._script_failure(script.host, code), code, script.host))
+
+    def _stop_grace(self, cause: _Cause) -> float:
+        if cause.host is not None and len(self.hosts) > 1:
+            return min(self.job.stop_grace, PEER_FAILURE_GRACE)
+        return self.job.stop_grace
 
     def _note(self, cause: _Cause) -> None:
         if self.cause is None:

@@ -9,9 +9,11 @@ group and escapes; on SageMaker the container's end would take it too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,11 +52,29 @@ class ScriptProcess:
         )
         self.pgid = self.process.pid
         self._group_gone = False
+        # When the script exited, to the moment: of several hosts that exit between two polls
+        # (one crashes, its peers' collectives fail), the first is the job's cause.
+        self.exited_at: float | None = None
+        if hasattr(os, "waitid"):
+            watcher = threading.Thread(target=self._watch_exit, name=f"pipemode-exit-{host}")
+            watcher.daemon = True
+            watcher.start()
+
+    def _watch_exit(self) -> None:
+        # WNOWAIT leaves the exit status to Popen, which reaps the process in poll().
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOWAIT)
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
 
     def poll(self) -> int | None:
         """The script's exit code (128 + N if killed by signal N), None while it runs."""
         code = self.process.poll()
-        return None if code is None else returncode(code)
+        if code is None:
+            return None
+        if self.exited_at is None:  # the watcher has not woken yet, or there is none
+            self.exited_at = time.monotonic()
+        return returncode(code)
 
     def group_alive(self) -> bool:
         """True while the script or anything left in its group runs (zombies do not count)."""
@@ -89,15 +109,15 @@ class ProcessGroups:
         self.kill_at: float | None = None
         self.killed_at: float | None = None
 
-    def stop(self) -> None:
-        """SIGTERM to every group, once; SIGKILL follows after the grace."""
+    def stop(self, grace: float | None = None) -> None:
+        """SIGTERM to every group, once; SIGKILL follows after the grace (this one if given)."""
         if self.kill_at is None:
-            self.forward(signal.SIGTERM)
+            self.forward(signal.SIGTERM, grace)
 
-    def forward(self, signum: int) -> None:
+    def forward(self, signum: int, grace: float | None = None) -> None:
         """Sends `signum` (a Ctrl-C, say) to every group, starting the grace if not started."""
         if self.kill_at is None:
-            self.kill_at = time.monotonic() + self.grace
+            self.kill_at = time.monotonic() + (self.grace if grace is None else grace)
         for script in self.scripts:
             script.signal(signum)
 
