@@ -27,6 +27,7 @@ from typing import Callable, TypeVar
 from pipemode.channel import fifo_name
 from pipemode.reader import RecordWriter
 from pipemode.runner.channels import Channel
+from pipemode.runner.manifest import epoch_stream
 from pipemode.runner.sources import (
     DataObject,
     LocalObject,
@@ -163,7 +164,9 @@ class ChannelFeeder:
             objects = epoch_objects(
                 self.objects, self.channel, epoch, self.host_index, self.host_count
             )
-            if self.channel.record_wrapping == "RecordIO":
+            if self.channel.s3_data_type == "AugmentedManifestFile":
+                self._send_manifest(fd, epoch)
+            elif self.channel.record_wrapping == "RecordIO":
                 self._send_wrapped(fifo, objects)
             else:
                 for obj in objects:
@@ -210,6 +213,15 @@ class ChannelFeeder:
             self.stats.bytes += written
         if self._stop.is_set():
             raise _Stopped
+
+    def _send_manifest(self, fd: int, epoch: int) -> None:
+        """Streams the lines of the augmented manifest (the channel's one object)."""
+        stream = epoch_stream(
+            self.objects[0], self.channel, epoch, self.host_index, self.host_count
+        )
+        with contextlib.closing(stream) as chunks:
+            for chunk in chunks:
+                self._write_all(fd, chunk)
 
     def _send_wrapped(self, fifo: Path, objects: list[DataObject]) -> None:
         """Writes each object as one RecordIO record, framed by the Rust writer as dmlc does."""
