@@ -296,7 +296,9 @@ def test_a_missing_object_fails_the_job(tmp_path: Path, store: Store) -> None:
     missing = store.missing("gone.jpg")
     source = store.manifest([{"source-ref": ref}, {"source-ref": ref}, {"source-ref": missing}])
     channel = manifest_channel(source, ["source-ref"])
-    _fails_with(tmp_path, channel, source, "line 3", "'source-ref'", "gone.jpg")
+    failure = _fails_with(tmp_path, channel, source, "line 3", "'source-ref'", "gone.jpg")
+    assert failure.count("gone.jpg") == 1, failure
+    assert ("NoSuchKey" if store.bucket else "No such file") in failure
 
 
 def test_a_line_that_is_not_json_fails_the_job(tmp_path: Path, store: Store) -> None:
@@ -311,6 +313,39 @@ def test_lines_before_a_bad_line_reach_the_script(tmp_path: Path, store: Store) 
     result = run_epochs(tmp_path, channel)
     assert "line 3" in (result.failure or "")
     assert epoch_bytes(result) == rec(b"a") + rec(b"b")
+
+
+def _served(tmp_path: Path, text: str, names: list[str], **options: Any) -> bytes:
+    """One epoch of a local manifest holding `text`, streamed in this process."""
+    from pipemode.runner.manifest import epoch_stream, manifest_object
+
+    (tmp_path / "m.manifest").write_text(text)
+    (tmp_path / "x").write_bytes(b"X")  # the object "x" refers to
+    channel = manifest_channel(str(tmp_path / "m.manifest"), names, **options)
+    return b"".join(epoch_stream(manifest_object(channel.source), channel, 0))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": 1, "b-ref": "x"}\n\n[1, 2]\n', r"line 3 is a JSON list, not an object"),
+        ('{"a": NaN}\n', r"line 1 is not JSON \(NaN is not JSON\)"),
+        ('{"a": "x", "b-ref": 7}\n', r"line 1, attribute 'b-ref': a -ref attribute holds"),
+        ('{"a": "\\ud800", "b-ref": "x"}\n', r"line 1, attribute 'a': .* not valid Unicode"),
+        ('{"a": "x", "b-ref": "s3://bucket"}\n', r"'s3://bucket' names no bucket and key"),
+    ],
+)
+def test_lines_that_cannot_be_served_are_named(tmp_path: Path, text: str, message: str) -> None:
+    from pipemode.runner.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match=message):
+        _served(tmp_path, text, ["a", "b-ref"])
+
+
+def test_values_stream_as_their_text_without_a_runner(tmp_path: Path) -> None:
+    text = '{"s": "\\u00e9\\n", "n": 1.0E+2, "o": {"k": [1, {"z": "\\""}]}, "e": ""}\n'
+    served = _served(tmp_path, text, ["s", "n", "o", "e"], record_wrapping="RecordIO")
+    assert records(served) == ["é\n".encode(), b"1.0E+2", b'{"k":[1,{"z":"\\""}]}', b""]
 
 
 @pytest.mark.parametrize(

@@ -283,8 +283,8 @@ class _Fetched:
 def _fetch_head(ref: _Ref) -> _Fetched:
     try:
         stream = ref.obj.open()
-    except OSError as error:
-        raise ManifestError(f"{ref.where}: cannot read {ref.obj.uri}: {_reason(error)}") from None
+    except Exception as error:
+        raise _cannot_read(ref, error) from None
     head: list[bytes] = []
     size = 0
     try:
@@ -293,6 +293,9 @@ def _fetch_head(ref: _Ref) -> _Fetched:
             size += len(chunk)
             if size >= HEAD_BYTES:
                 return _Fetched(head, stream)
+    except Exception as error:
+        stream.close()
+        raise _cannot_read(ref, error) from None
     except BaseException:
         stream.close()
         raise
@@ -300,9 +303,15 @@ def _fetch_head(ref: _Ref) -> _Fetched:
     return _Fetched(head, None)
 
 
-def _reason(error: OSError) -> str:
-    # A local open names the path itself; the reason alone avoids saying it twice.
-    return error.strerror if error.strerror and error.filename else str(error)
+def _cannot_read(ref: _Ref, error: Exception) -> ManifestError:
+    """The line's error for an object that failed to open or read, naming the object once."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        reason = f"cannot read {ref.obj.uri}: {error.strerror}"
+    elif ref.obj.uri in str(error):  # the source's own message (S3) names it already
+        reason = str(error)
+    else:
+        reason = f"cannot read {ref.obj.uri}: {type(error).__name__}: {error}"
+    return ManifestError(f"{ref.where}: {reason}")
 
 
 def _object_size(ref: _Ref) -> int:
@@ -349,8 +358,8 @@ def _object_bytes(ref: _Ref, fetched: _Fetched, wrap: bool) -> Iterator[bytes]:
         for chunk in read_chunks(fetched.rest):
             sent += len(chunk)
             yield chunk
-    except OSError as error:
-        raise ManifestError(f"{ref.where}: reading {ref.obj.uri} failed: {error}") from None
+    except Exception as error:
+        raise _cannot_read(ref, error) from None
     if size is not None:
         if sent != size:
             raise ManifestError(
