@@ -479,3 +479,26 @@ def test_a_100000_line_manifest_streams_in_flat_memory(tmp_path: Path, store: St
     assert recorded(result.job_dir, "epoch0.json")[1] == want.hexdigest()
     # The index costs 24 bytes a line (2.4 MB); the lines parsed and held would cost 10-80 MB.
     assert peak < 6 << 20, peak
+
+
+def test_a_reader_that_closes_early_gets_the_next_epoch_whole(tmp_path: Path, store: Store) -> None:
+    big = os.urandom(3 << 20)  # larger than what is fetched ahead: a stream left open
+    lines = [{"a-ref": store.put(f"o{i}", big), "n": i} for i in range(12)]
+    channel = manifest_channel(store.manifest(lines), ["a-ref", "n"], record_wrapping="RecordIO")
+    entry = script(
+        tmp_path,
+        """
+        import hashlib
+        first = read_epoch("train", 0, limit=100)  # closes the FIFO after 100 bytes
+        second = read_epoch("train", 1)
+        record("seen.json", [len(first), len(second), hashlib.sha256(second).hexdigest()])
+        """,
+    )
+    result = run(tmp_path, entry, [channel])
+    assert result.exit_code == 0, result.failure
+    want = b"".join(rec(big) + rec(b"%d" % i) for i in range(12))
+    assert recorded(result.job_dir, "seen.json") == [
+        100,
+        len(want),
+        hashlib.sha256(want).hexdigest(),
+    ]
