@@ -19,10 +19,11 @@ Memory stays bounded whatever the manifest's length and the objects' sizes: the 
 indexed (three integers a line) from a local copy (an S3 manifest is copied to an anonymous
 temporary file, in chunks, at the start of each epoch), each line is parsed when it is served,
 and an object is streamed in chunks while the script reads, with at most `PREFETCH` objects'
-first `HEAD_BYTES` fetched ahead. A RecordIO record is written as one part (cflag 0) whose
-length is the object's size, so its header can go out before the object's bytes have all
-arrived; sequential RecordIO readers (dmlc's, MXNet's, pipemode's) read such a record whole
-even when the magic word occurs inside it.
+first `HEAD_BYTES` fetched ahead (S3 objects on a thread pool, to hide GET latency).
+
+A RecordIO record is written as one part (cflag 0) whose length is the object's size, so its
+header can go out before the object's bytes have all arrived; sequential RecordIO readers
+(dmlc's, MXNet's, pipemode's) read such a record whole even when the magic word occurs in it.
 
 A line that is not a JSON object, lacks a named attribute, or refers to an object that cannot
 be read raises `ManifestError`, naming the manifest, the line number and the attribute: the
@@ -429,7 +430,7 @@ def _epoch_chunks(
             try:
                 try:
                     for value in values:
-                        fetch = pool.submit(_fetch_head, value) if isinstance(value, _Ref) else None
+                        fetch = _start_fetch(pool, value) if isinstance(value, _Ref) else None
                         pending.append((value, fetch))
                         while len(pending) > PREFETCH or (pending and pending[0][1] is None):
                             yield from _drain_one(pending, wrap)
@@ -442,6 +443,19 @@ def _epoch_chunks(
                     yield from _drain_one(pending, wrap)
             finally:
                 _discard(pending)
+
+
+def _start_fetch(pool: concurrent.futures.Executor, ref: _Ref) -> concurrent.futures.Future:
+    """Fetches an S3 object's head on the pool; a local file's at once, in this thread (a
+    thread hop costs more than the read), its outcome kept for its turn all the same."""
+    if isinstance(ref.obj, S3Object):
+        return pool.submit(_fetch_head, ref)
+    done: concurrent.futures.Future[_Fetched] = concurrent.futures.Future()
+    try:
+        done.set_result(_fetch_head(ref))
+    except ManifestError as error:
+        done.set_exception(error)
+    return done
 
 
 def _drain_one(pending: collections.deque[tuple[_Value, Any]], wrap: bool) -> Iterator[bytes]:
