@@ -24,7 +24,7 @@ first `HEAD_BYTES` fetched ahead (S3 objects on a thread pool, to hide GET laten
 A RecordIO record is written as one part (cflag 0) whose length is the object's size, so its
 header can go out before the object's bytes have all arrived. Readers that follow the lengths
 (dmlc's RecordIOReader, pipemode's) read it whole even when the magic word occurs in it (at an
-aligned offset: about once in 40,000 objects of 100 KB); a reader that finds records by scanning
+aligned offset: about once in 170,000 objects of 100 KB); a reader that finds records by scanning
 for the magic word (dmlc's chunk splitter) would not, which the dmlc writer's multipart split
 avoids, at the price of holding a whole part before writing its header.
 
