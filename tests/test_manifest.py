@@ -506,3 +506,20 @@ def test_a_reader_that_closes_early_gets_the_next_epoch_whole(tmp_path: Path, st
         len(want),
         hashlib.sha256(want).hexdigest(),
     ]
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+def test_a_local_manifest_may_refer_to_s3_and_an_s3_one_not_to_local_paths(
+    tmp_path: Path, store: Store
+) -> None:
+    ref = store.put("img.jpg", b"jpeg bytes")
+    for job in ("a", "b"):
+        (tmp_path / job).mkdir()
+    local = tmp_path / "local.manifest"
+    local.write_text(json.dumps({"source-ref": ref}) + "\n")
+    result = run_epochs(tmp_path / "a", manifest_channel(str(local), ["source-ref"]))
+    assert result.exit_code == 0, result.failure
+    assert epoch_bytes(result) == b"jpeg bytes"
+    remote = store.manifest([{"source-ref": "images/img.jpg"}])
+    failure = _fails_with(tmp_path / "b", manifest_channel(remote, ["source-ref"]), remote)
+    assert "line 1, attribute 'source-ref'" in failure and "local manifests only" in failure
