@@ -310,19 +310,30 @@ def test_a_line_that_is_not_json_fails_the_job(tmp_path: Path, store: Store) -> 
 def test_lines_before_a_bad_line_reach_the_script(tmp_path: Path, store: Store) -> None:
     lines = [{"class": "a"}, {"class": "b"}, {"other": 1}]
     channel = manifest_channel(store.manifest(lines), ["class"], record_wrapping="RecordIO")
-    result = run_epochs(tmp_path, channel)
+    want = rec(b"a") + rec(b"b")
+    # The script reads what comes before the bad line and saves it, whether the epoch then ends
+    # or is held open until the job stops; it outlives the failure's SIGTERM to finish that.
+    entry = script(
+        tmp_path,
+        f"""
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        record("seen.json", read_epoch("train", 0, limit={len(want)}).decode("latin-1"))
+        """,
+    )
+    result = run(tmp_path, entry, [channel], stop_grace=30)
     assert "line 3" in (result.failure or "")
-    assert epoch_bytes(result) == rec(b"a") + rec(b"b")
+    assert recorded(result.job_dir, "seen.json").encode("latin-1") == want
 
 
 def _served(tmp_path: Path, text: str, names: list[str], **options: Any) -> bytes:
     """One epoch of a local manifest holding `text`, streamed in this process."""
-    from pipemode.runner.manifest import epoch_stream, manifest_object
+    from pipemode.runner.manifest import manifest_object, stream_manifest_epoch
 
     (tmp_path / "m.manifest").write_text(text)
     (tmp_path / "x").write_bytes(b"X")  # the object "x" refers to
     channel = manifest_channel(str(tmp_path / "m.manifest"), names, **options)
-    return b"".join(epoch_stream(manifest_object(channel.source), channel, 0))
+    return b"".join(stream_manifest_epoch(manifest_object(channel.source), channel, 0))
 
 
 @pytest.mark.parametrize(

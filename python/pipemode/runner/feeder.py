@@ -27,7 +27,7 @@ from typing import Callable, TypeVar
 from pipemode.channel import fifo_name
 from pipemode.reader import RecordWriter
 from pipemode.runner.channels import Channel
-from pipemode.runner.manifest import epoch_stream
+from pipemode.runner.manifest import stream_manifest_epoch
 from pipemode.runner.sources import (
     DataObject,
     LocalObject,
@@ -116,6 +116,15 @@ class ChannelFeeder:
         """Waits for the thread; True if it has ended."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def _send_manifest(self, fd: int, epoch: int) -> None:
+        """Streams an epoch of an augmented manifest (the channel's one object), line by line."""
+        stream = stream_manifest_epoch(
+            self.objects[0], self.channel, epoch, self.host_index, self.host_count
+        )
+        with contextlib.closing(stream) as chunks:  # closes the objects fetched ahead
+            for chunk in chunks:
+                self._write_all(fd, chunk)
 
     def _run(self) -> None:
         epoch = 0
@@ -213,15 +222,6 @@ class ChannelFeeder:
             self.stats.bytes += written
         if self._stop.is_set():
             raise _Stopped
-
-    def _send_manifest(self, fd: int, epoch: int) -> None:
-        """Streams the lines of the augmented manifest (the channel's one object)."""
-        stream = epoch_stream(
-            self.objects[0], self.channel, epoch, self.host_index, self.host_count
-        )
-        with contextlib.closing(stream) as chunks:
-            for chunk in chunks:
-                self._write_all(fd, chunk)
 
     def _send_wrapped(self, fifo: Path, objects: list[DataObject]) -> None:
         """Writes each object as one RecordIO record, framed by the Rust writer as dmlc does."""

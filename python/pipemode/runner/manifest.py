@@ -65,9 +65,9 @@ __all__ = [
     "PREFETCH",
     "ManifestError",
     "attribute_text",
-    "epoch_stream",
     "line_order",
     "manifest_object",
+    "stream_manifest_epoch",
 ]
 
 RECORDIO_MAGIC = 0xCED7230A
@@ -379,7 +379,7 @@ def _text_bytes(value: bytes, wrap: bool) -> bytes:
     return struct.pack("<II", RECORDIO_MAGIC, len(value)) + value + _padding(len(value))
 
 
-def epoch_stream(
+def stream_manifest_epoch(
     manifest: DataObject,
     channel: Channel,
     epoch: int,
