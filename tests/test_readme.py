@@ -189,6 +189,21 @@ def setup_torch(box: Sandbox) -> Setup:
     return {}, check
 
 
+def setup_manifest(box: Sandbox) -> Setup:
+    tf = pytest.importorskip("tensorflow")
+    box.pipe_channel("train")
+    pixels = np.full((4, 6, 3), 200, dtype=np.uint8)
+    jpeg = tf.io.encode_jpeg(pixels).numpy()
+    # Three lines, as the runner frames an augmented manifest: one record per attribute.
+    box.feed("train", 1, [jpeg, b"1", jpeg, b"0", jpeg, b"1"], "RecordIO")
+
+    def check(names: dict[str, Any]) -> None:
+        assert names["image"].shape == (4, 6, 3)
+        assert int(names["label"]) == 0  # the second line's class
+
+    return {}, check
+
+
 # The README estimator's train.py: reads one epoch of each channel, saves what it read.
 _TRAIN_SCRIPT = """
 import json, os, pathlib
@@ -225,6 +240,7 @@ SETUPS: dict[str, Callable[..., Setup]] = {
     "pipemode.RecordWriter(": setup_records,
     "pipemode.DenseReader(": setup_dense,
     "from pipemode.torch import": setup_torch,
+    "attribute_names=": setup_manifest,
     "Estimator(": setup_estimator,
 }
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pipemode._native import ExampleSpec
 from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, DenseReader
-from pipemode.errors import PipeModeDatasetException
+from pipemode.errors import CorruptRecordError, PipeModeDatasetException
 from pipemode.reader import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_BYTES, RecordBatch, RecordReader
 from pipemode.reader_base import DEFAULT_OPEN_TIMEOUT, PathLike, raise_if_exiting
 
@@ -40,6 +40,7 @@ __all__ = [
     "default_pipe_dir",
     "default_state_dir",
     "fifo_name",
+    "whole_lines",
 ]
 
 # The native reader checks the format (and that only TFRecord skips records) again, with its own
@@ -99,6 +100,11 @@ class PipeModeChannel:
     `open_timeout` bounds the wait, in seconds, for an epoch's FIFO and its writer. `multipart`
     says how multipart RecordIO records are joined: "dmlc" as MXNet does (the magic word between
     parts), "concat" as `sagemaker_tensorflow` did.
+
+    `attribute_names`, for a channel fed from an augmented manifest with RecordIO wrapping (one
+    record per attribute): the names of `AttributeNames`, in order. Each epoch then yields one
+    `{name: bytes}` dict per manifest line, and an epoch whose record count does not divide
+    into whole lines is a `CorruptRecordError` naming the channel and epoch.
     """
 
     def __init__(
@@ -112,6 +118,7 @@ class PipeModeChannel:
         *,
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         multipart: str = "dmlc",
+        attribute_names: Sequence[str] | None = None,
     ) -> None:
         self.channel = channel
         self.record_format = record_format
@@ -134,6 +141,7 @@ class PipeModeChannel:
             raise PipeModeDatasetException(
                 f"Invalid record format: {record_format} (expected one of {expected})"
             )
+        self.attribute_names = _checked_attribute_names(attribute_names, record_format)
         self.check_reader_options()
         self._start_counter()
 
@@ -225,6 +233,19 @@ class PipeModeChannel:
             "name": self.describe(epoch),
         }
 
+    def check_whole_lines(self, records: int, epoch: Epoch, offset: int) -> None:
+        """Raises unless an epoch's `records` make whole manifest lines (`attribute_names`)."""
+        names = self.attribute_names
+        if names and records % len(names):
+            raise CorruptRecordError(
+                f"{self.describe(epoch)}: {records} records do not make whole lines of "
+                f"{len(names)} attributes {list(names)}: the last line has only "
+                f"{records % len(names)}; the channel's AttributeNames must be these, with "
+                "RecordWrapperType=RecordIO",
+                str(epoch.path),
+                offset,
+            )
+
     def describe(self, epoch: Epoch) -> str:
         """How messages name an epoch (the reader adds its FIFO's path)."""
         return f"channel {self.channel!r} epoch {epoch.number}"
@@ -286,6 +307,9 @@ class ChannelEpoch:
         self.channel = channel
         self.batch_size = batch_size
         self.epoch: Epoch | None = None
+        # What the epoch's reader delivered, once it has ended.
+        self.records_read = 0
+        self.bytes_read = 0
 
     def batches(self) -> Iterator[RecordBatch]:
         if self.epoch is not None:
@@ -298,11 +322,61 @@ class ChannelEpoch:
         try:
             yield from reader.batches()
         finally:
+            self.records_read, self.bytes_read = reader.records_read, reader.bytes_read
             reader.close()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[Any]:
+        """Each record as `bytes`; with `attribute_names`, each line as `{name: bytes}`."""
+        if self.channel.attribute_names:
+            yield from self.lines()
+            return
         for batch in self.batches():
             yield from batch.to_list()
+
+    def lines(self) -> Iterator[dict[str, bytes]]:
+        """Each manifest line as `{name: bytes}` (needs the channel's `attribute_names`)."""
+        names = self.channel.attribute_names
+        if not names:
+            raise PipeModeDatasetException("lines() needs the channel's attribute_names")
+        yield from whole_lines(self.batches(), names)
+        assert self.epoch is not None  # claimed by the first read, ended by the loop above
+        self.channel.check_whole_lines(self.records_read, self.epoch, self.bytes_read)
+
+
+def whole_lines(batches: Iterable[RecordBatch], names: Sequence[str]) -> Iterator[dict[str, bytes]]:
+    """Groups records into `{name: record}` lines, `len(names)` records each, across batches.
+
+    Records left over at the end (a partial line) are not yielded: the caller checks the count.
+    """
+    width = len(names)
+    carried: list[bytes] = []
+    for batch in batches:
+        records = carried + batch.to_list() if carried else batch.to_list()
+        whole = len(records) - len(records) % width
+        for start in range(0, whole, width):
+            yield dict(zip(names, records[start : start + width]))
+        carried = records[whole:]
+
+
+def _checked_attribute_names(
+    names: Sequence[str] | None, record_format: str
+) -> tuple[str, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, str) or not names or len(names) > 16:
+        raise PipeModeDatasetException(
+            f"attribute_names must be a list of 1 to 16 names, as AttributeNames, not {names!r}"
+        )
+    if not all(isinstance(name, str) and name for name in names) or len(set(names)) < len(names):
+        raise PipeModeDatasetException(
+            f"attribute_names must be distinct non-empty strings, not {list(names)!r}"
+        )
+    if record_format != "RecordIO":
+        raise PipeModeDatasetException(
+            "attribute_names needs record_format='RecordIO': only RecordIO wrapping "
+            f"(RecordWrapperType=RecordIO) keeps each attribute apart, not {record_format!r}"
+        )
+    return tuple(names)
 
 
 def _read_input_data_config(config_dir: Path) -> dict[str, dict[str, str]]:

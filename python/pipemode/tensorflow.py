@@ -19,7 +19,7 @@ import ctypes
 import gc
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -72,6 +72,10 @@ class PipeModeDataset(tf.data.Dataset):
     `decode_raw={name: dtype}` for string features holding raw numbers. Examples are decoded in
     Rust and each element is a batch: a dict of dense tensors `[batch_size, *shape]` (the last
     batch of an epoch may be shorter), equal to `parse_example` + `decode_raw` over `batch(n)`.
+
+    `attribute_names=[...]`, for an augmented-manifest channel with RecordIO wrapping: each
+    element is one manifest line, a dict `{name: scalar tf.string}` of its attributes in that
+    order; an epoch whose records do not make whole lines fails, naming channel and epoch.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class PipeModeDataset(tf.data.Dataset):
         batch_size: int = DEFAULT_DENSE_BATCH_SIZE,
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         multipart: str = "dmlc",
+        attribute_names: Sequence[str] | None = None,
     ) -> None:
         pipe_channel = PipeModeChannel(
             channel,
@@ -100,6 +105,7 @@ class PipeModeDataset(tf.data.Dataset):
             max_corrupted_records_to_skip=max_corrupted_records_to_skip,
             open_timeout=open_timeout,
             multipart=multipart,
+            attribute_names=attribute_names,
         )
         self.pipe_channel = pipe_channel
         # The incumbent's attributes, for scripts that read them.
@@ -112,7 +118,9 @@ class PipeModeDataset(tf.data.Dataset):
         self.max_corrupted_records_to_skip = max_corrupted_records_to_skip
         self.input_data_config = pipe_channel.input_data_config
         meter = _meter_factory(benchmark, benchmark_records_interval)
-        if features is None:
+        if attribute_names is not None:
+            pipeline = _manifest_lines(pipe_channel, meter, features)
+        elif features is None:
             if decode_raw is not None:
                 raise PipeModeDatasetException(
                     "decode_raw= needs features=: it names features to decode"
@@ -154,6 +162,30 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
 
 
 RawBatchTensors = tuple[np.ndarray, np.ndarray]
+
+
+def _manifest_lines(
+    channel: PipeModeChannel, meter: Callable[[str], Any], features: Any
+) -> tf.data.Dataset:
+    """One `{name: tf.string}` element per augmented-manifest line: the raw records, grouped."""
+    if features is not None:
+        raise PipeModeDatasetException("attribute_names= and features= do not go together")
+    names = channel.attribute_names or ()
+
+    def generate() -> Iterator[RawBatchTensors]:
+        _Exit.pipelines_started = True
+        epoch = channel.claim_next_epoch()
+        reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
+        try:
+            for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
+                yield from raw_batch_tensors(batch)
+            # Raised before the partial line could make an element (batch drops remainders).
+            channel.check_whole_lines(reader.records_read, epoch, reader.bytes_read)
+        finally:
+            reader.close()
+
+    lines = records_from_batches(generate).batch(len(names), drop_remainder=True)
+    return lines.map(lambda values: {name: values[i] for i, name in enumerate(names)})
 
 
 def raw_batch_tensors(batch: RecordBatch) -> list[RawBatchTensors]:

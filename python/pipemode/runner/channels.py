@@ -21,7 +21,13 @@ _CHANNEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _JOB_NAME = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,62}")
 
 _INPUT_MODES = {"pipe": "Pipe", "file": "File", "fastfile": "File"}
-_DATA_TYPES = {"s3prefix": "S3Prefix", "manifestfile": "ManifestFile"}
+_DATA_TYPES = {
+    "s3prefix": "S3Prefix",
+    "manifestfile": "ManifestFile",
+    "augmentedmanifestfile": "AugmentedManifestFile",
+}
+# CreateTrainingJob's limit on AttributeNames.
+MAX_ATTRIBUTE_NAMES = 16
 _DISTRIBUTIONS = {"fullyreplicated": "FullyReplicated", "shardedbys3key": "ShardedByS3Key"}
 _WRAPPINGS = {"none": "None", "recordio": "RecordIO"}
 _COMPRESSIONS = {"none": "None", "gzip": "Gzip"}
@@ -60,6 +66,8 @@ class Channel:
     compression: str = "None"
     shuffle_seed: int | None = None
     content_type: str | None = None
+    # AugmentedManifestFile only: the attributes streamed for each line, in this order.
+    attribute_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         validate_name("channel", self.name)
@@ -86,6 +94,36 @@ class Channel:
             raise JobConfigError(
                 f"channel {self.name!r}: RecordWrapperType=RecordIO is supported in Pipe mode only"
             )
+        self._check_attribute_names()
+
+    def _check_attribute_names(self) -> None:
+        names = self.attribute_names
+        if self.s3_data_type != "AugmentedManifestFile":
+            if names is not None:
+                raise JobConfigError(
+                    f"channel {self.name!r}: AttributeNames needs S3DataType=AugmentedManifestFile"
+                )
+            return
+        # As SageMaker: an augmented manifest is streamed, attribute by attribute, in Pipe mode.
+        if self.input_mode != "Pipe":
+            raise JobConfigError(
+                f"channel {self.name!r}: S3DataType=AugmentedManifestFile is supported in Pipe "
+                "mode only"
+            )
+        if self.compression != "None":
+            raise JobConfigError(
+                f"channel {self.name!r}: CompressionType=Gzip does not apply to an augmented "
+                "manifest"
+            )
+        names = tuple(names) if isinstance(names, (list, tuple)) else ()
+        if not 1 <= len(names) <= MAX_ATTRIBUTE_NAMES or not all(
+            isinstance(name, str) and name for name in names
+        ):
+            raise JobConfigError(
+                f"channel {self.name!r}: S3DataType=AugmentedManifestFile needs AttributeNames, "
+                f"1 to {MAX_ATTRIBUTE_NAMES} non-empty strings, not {self.attribute_names!r}"
+            )
+        object.__setattr__(self, "attribute_names", names)
 
     @property
     def is_pipe(self) -> bool:
@@ -114,6 +152,7 @@ class Channel:
             compression=entry.get("CompressionType"),
             shuffle_seed=seed,
             content_type=entry.get("ContentType"),
+            attribute_names=s3.get("AttributeNames"),
         )
 
     @classmethod

@@ -51,6 +51,8 @@ class TrainingInput:
     s3_data_type: str = "S3Prefix"
     input_mode: str | None = None
     shuffle_config: ShuffleConfig | None = None
+    # With s3_data_type="AugmentedManifestFile": the attributes streamed for each line.
+    attribute_names: list[str] | None = None
 
     def channel(self, name: str, default_input_mode: str) -> Channel:
         return Channel.with_options(
@@ -63,6 +65,7 @@ class TrainingInput:
             compression=self.compression,
             shuffle_seed=self.shuffle_config.seed if self.shuffle_config else None,
             content_type=self.content_type,
+            attribute_names=self.attribute_names,
         )
 
 

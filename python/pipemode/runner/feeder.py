@@ -27,6 +27,7 @@ from typing import Callable, TypeVar
 from pipemode.channel import fifo_name
 from pipemode.reader import RecordWriter
 from pipemode.runner.channels import Channel
+from pipemode.runner.manifest import stream_manifest_epoch
 from pipemode.runner.sources import (
     DataObject,
     LocalObject,
@@ -116,6 +117,15 @@ class ChannelFeeder:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _send_manifest(self, fd: int, epoch: int) -> None:
+        """Streams an epoch of an augmented manifest (the channel's one object), line by line."""
+        stream = stream_manifest_epoch(
+            self.objects[0], self.channel, epoch, self.host_index, self.host_count
+        )
+        with contextlib.closing(stream) as chunks:  # closes the objects fetched ahead
+            for chunk in chunks:
+                self._write_all(fd, chunk)
+
     def _run(self) -> None:
         epoch = 0
         try:
@@ -163,7 +173,9 @@ class ChannelFeeder:
             objects = epoch_objects(
                 self.objects, self.channel, epoch, self.host_index, self.host_count
             )
-            if self.channel.record_wrapping == "RecordIO":
+            if self.channel.s3_data_type == "AugmentedManifestFile":
+                self._send_manifest(fd, epoch)
+            elif self.channel.record_wrapping == "RecordIO":
                 self._send_wrapped(fifo, objects)
             else:
                 for obj in objects:

@@ -177,6 +177,10 @@ def _list_manifest(source: str) -> list[DataObject]:
 
 def resolve(channel: Channel) -> list[DataObject]:
     """The channel's objects in their natural order (key order, or the manifest's)."""
+    if channel.s3_data_type == "AugmentedManifestFile":
+        from pipemode.runner.manifest import manifest_object  # imports this module
+
+        return [manifest_object(channel.source)]  # its lines are read each epoch
     if channel.s3_data_type == "ManifestFile":
         objects = _list_manifest(channel.source)
     elif channel.source.startswith("s3://"):
