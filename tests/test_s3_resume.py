@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipemode.runner import Channel
+from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.sources import s3_client
 from runner_helpers import fifos_under, folder_of_files, recorded, run, script, use_s3_endpoint
 from s3_proxy import CUT_PLACES, FaultyProxy, is_object_get
@@ -282,3 +282,49 @@ def test_a_truncated_gzip_member_fails_the_job_without_ending_the_epoch(tmp_path
     assert result.exit_code != 0
     assert re.search(r"b\.gz: gzip stream truncated at compressed byte \d+", result.failure or "")
     assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+
+
+def test_a_long_listing_is_streamed_while_it_goes_on(
+    tmp_path: Path, bucket: Any, proxy: FaultyProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    size = 5 * 3200
+    for i in range(2500):  # three pages of a listing
+        backend.put_object(bucket.name, f"l/{i:05d}", b"%05d" % i * (size // 5))
+    monkeypatch.setenv("PIPEMODE_S3_MAX_BYTES_IN_FLIGHT", str(4 * size))
+    proxy.latency = 0.05
+    # The script reads the first objects and leaves: no need to fetch 2,500 of them.
+    entry = script(
+        tmp_path,
+        f"""
+        head = read_epoch("train", 0, limit=20 * {size})
+        record("ok.json", head == b"".join(b"%05d" % i * {size // 5} for i in range(20)))
+        """,
+    )
+    result = run(tmp_path, entry, [Channel("train", f"s3://{bucket.name}/l/")])
+    for thread in threading.enumerate():
+        if thread.name == "pipemode-list":
+            thread.join(30)  # the listing goes on to its end, in the background
+    assert result.exit_code == 0, result.failure
+    assert recorded(result.job_dir, "ok.json") is True
+    kinds = ["get" if is_object_get(head) else "list" for head in proxy.requests]
+    assert kinds.count("list") == 3
+    assert kinds.index("get") < len(kinds) - 1 - kinds[::-1].index("list")
+    assert kinds.count("get") < 200
+
+
+def test_s3_settings_come_from_the_environment() -> None:
+    from pipemode.runner.fetch import S3Settings
+
+    settings = S3Settings.from_environment(
+        {"PIPEMODE_S3_CONCURRENCY": "4", "PIPEMODE_S3_READ_TIMEOUT": "2.5"}
+    )
+    assert (settings.concurrency, settings.read_timeout) == (4, 2.5)
+    assert settings.part_size == S3Settings().part_size
+    with pytest.raises(JobConfigError, match="PIPEMODE_S3_PART_SIZE must be a number"):
+        S3Settings.from_environment({"PIPEMODE_S3_PART_SIZE": "8MB"})
+    with pytest.raises(JobConfigError, match="concurrency must be positive"):
+        S3Settings.from_environment({"PIPEMODE_S3_CONCURRENCY": "0"})
