@@ -173,40 +173,56 @@ class S3Reader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def read(self, size: int | None = -1) -> bytes:
+        # The body's own chunk, not a copy through readinto's buffer.
+        if size is None or size < 0:
+            return self.read_all()
         while True:
-            stop = self._end if self._end is not None else self.size
-            if stop is not None and self.position >= stop:
+            if self._at_end():
                 self._drop_body()
-                return 0
+                return b""
             try:
                 body = self._body or self._open()
-                stop = self._end if self._end is not None else self.size
-                assert stop is not None
-                chunk = body.read(min(len(view), stop - self.position))
+                if self._at_end():  # an empty object, now that its size is known
+                    continue
+                chunk: bytes = body.read(min(size, self._stop() - self.position))
             except Exception as error:
                 self._retry_or_raise(error)
                 continue
-            if not chunk:
+            if not chunk and size > 0:
                 # botocore checks Content-Length itself; this is the belt to its braces.
-                short = f"the body ended at byte {self.position} of {stop}"
+                short = f"the body ended at byte {self.position} of {self._stop()}"
                 self._retry_or_raise(ConnectionError(short))
                 continue
-            view[: len(chunk)] = chunk
             self.position += len(chunk)
-            return len(chunk)
+            return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = self.read(len(view))
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _stop(self) -> int:
+        stop = self._end if self._end is not None else self.size
+        assert stop is not None, "known once the first response came"
+        return stop
+
+    def _at_end(self) -> bool:
+        stop = self._end if self._end is not None else self.size
+        return stop is not None and self.position >= stop
 
     def read_all(self, limit: int | None = None) -> bytes:
         """The rest of the range, or at most `limit` bytes of it."""
-        out = bytearray()
-        while limit is None or len(out) < limit:
-            want = (1 << 20) if limit is None else min(1 << 20, limit - len(out))
-            chunk = self.read(want)
+        chunks = []
+        count = 0
+        while limit is None or count < limit:
+            chunk = self.read((1 << 20) if limit is None else min(1 << 20, limit - count))
             if not chunk:
                 break
-            out += chunk
-        return bytes(out)
+            chunks.append(chunk)
+            count += len(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         self._drop_body()
