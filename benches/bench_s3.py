@@ -85,7 +85,7 @@ main(sys.argv[1:])
 
 
 @contextlib.contextmanager
-def moto_and_proxy(latency: float) -> Iterator[tuple[str, str]]:
+def moto_and_proxy(latency: float, bandwidth: float) -> Iterator[tuple[str, str]]:
     """(server, proxy) endpoints, each served by a process of its own."""
     port = _free_port()
     server = subprocess.Popen(
@@ -95,7 +95,7 @@ def moto_and_proxy(latency: float) -> Iterator[tuple[str, str]]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     proxy = subprocess.Popen(
-        [sys.executable, str(_PROXY), endpoint, str(latency)],
+        [sys.executable, str(_PROXY), endpoint, str(latency), str(bandwidth)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--object-kb", type=int, default=8)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--big-megabytes", type=int, default=1000)
+    parser.add_argument(
+        "--connection-mbps", type=float, default=0, help="cap per response (0: none)"
+    )
     args = parser.parse_args()
     for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ[name] = value
@@ -216,14 +219,15 @@ def main() -> None:
     ]
     with (
         tempfile.TemporaryDirectory(prefix="pipemode-bench-") as scratch,
-        moto_and_proxy(args.latency_ms / 1000) as endpoints,
+        moto_and_proxy(args.latency_ms / 1000, args.connection_mbps * 1e6) as endpoints,
     ):
         folder = Path(scratch)
         label = f"{args.objects:,} x {args.object_kb} KB"
         rows += bench_channel(label, folder, small, endpoints, "small")
         del small
         rows += bench_channel(f"1 x {args.big_megabytes} MB", folder, big, endpoints, "big")
-    print(f"\nThrough a proxy adding {args.latency_ms:g} ms per request:\n")
+    cap = f", at most {args.connection_mbps:g} MB/s per response" if args.connection_mbps else ""
+    print(f"\nThrough a proxy adding {args.latency_ms:g} ms per request{cap}:\n")
     print("\n".join(rows))
 
 

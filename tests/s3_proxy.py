@@ -45,6 +45,7 @@ class FaultyProxy:
         cut_at: str = "mid-body",
         stall_at: str | None = None,
         cut_when: Callable[[bytes], bool] = is_object_get,
+        bandwidth: float = 0.0,
     ) -> None:
         host, port = upstream.rsplit("//", 1)[-1].split(":")
         self.upstream = (host, int(port))
@@ -53,6 +54,8 @@ class FaultyProxy:
         self.cut_at = cut_at
         self.stall_at = stall_at
         self.cut_when = cut_when
+        # Bytes per second per response (0: unlimited), as one S3 connection gives tens of MB/s.
+        self.bandwidth = bandwidth
         self.picked = 0  # responses `cut_when` picked
         self.cuts = 0
         self.requests: list[bytes] = []  # request heads, in arrival order
@@ -163,7 +166,10 @@ class FaultyProxy:
             client.sendall(head)
             limit = _cut_point(fault, length)
             sent = 0
+            started = time.monotonic()
             for chunk in reader.body(length):
+                if self.bandwidth:
+                    time.sleep(max(0.0, started + sent / self.bandwidth - time.monotonic()))
                 if limit is not None and sent + len(chunk) >= limit:
                     client.sendall(chunk[: limit - sent])
                     if fault == "stall-mid-body":
@@ -225,12 +231,13 @@ class _Reader:
 
 
 def main() -> None:
-    """`python tests/s3_proxy.py UPSTREAM_URL [LATENCY]`: serves until stdin closes (benches)."""
+    """`python tests/s3_proxy.py UPSTREAM_URL [LATENCY [BYTES_PER_SECOND]]`: serves until stdin
+    closes (for the benches)."""
     import sys
 
     upstream = sys.argv[1]
-    latency = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-    with FaultyProxy(upstream, latency=latency) as proxy:
+    latency, bandwidth = (float(arg) for arg in [*sys.argv[2:4], "0", "0"][:2])
+    with FaultyProxy(upstream, latency=latency, bandwidth=bandwidth) as proxy:
         print(proxy.endpoint, flush=True)
         sys.stdin.read()
 
