@@ -187,7 +187,7 @@ def test_a_stalled_server_times_out(
 def test_small_objects_are_fetched_ahead_concurrently_and_in_order(
     tmp_path: Path, bucket: Any, proxy: FaultyProxy
 ) -> None:
-    objects = {f"s/{i:04d}": os.urandom(2000) for i in range(100)}
+    objects = {f"s/{i:04d}": os.urandom(2000) for i in range(64)}
     put(bucket, objects)
     proxy.latency = 0.02
     result = run(

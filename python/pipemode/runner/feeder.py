@@ -206,7 +206,7 @@ class ChannelFeeder:
                     plain = self.channel.compression == "None"
                     yield obj, None if plain else self._gunzipped(obj, self._local_chunks(obj))
                 continue
-            pieces = fetch.fetch_ahead(run, s3_client(), s3_settings())
+            pieces = fetch.fetch_ahead(run, s3_client(own_retries=True), s3_settings())
             with contextlib.closing(pieces):  # an early end cancels the GETs not yet started
                 for _, group in itertools.groupby(pieces, lambda piece: piece.index):
                     first = next(group)

@@ -7,8 +7,9 @@ reached, a bounded number of times with backoff, and an object that still cannot
 while a thread pool fetches the next ones (and the parts of a large one) concurrently, holding at
 most `max_bytes_in_flight` bytes that the FIFO has not taken yet.
 
-boto3 does the HTTP (its Config sets the timeouts, its standard retry mode retries a request that
-fails before its body); only the ordering and the resumption of bodies are written here.
+boto3 does the HTTP and its Config sets the timeouts; the reader retries its own GETs (a failure
+before the body and one within it alike), so only the ordering, the resumption and its retries
+are written here.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ _RESUMES_PER_ATTEMPT = 4
 # objects would otherwise never fill the byte budget.
 _PARTS_AHEAD_PER_WORKER = 64
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-# Errors S3 returns for a request that will fail the same way again.
+# Error codes of S3 worth another try; any other refusal (NoSuchKey, AccessDenied) is final.
 _RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
 
@@ -48,14 +49,16 @@ _RETRYABLE_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnava
 class S3Settings:
     """How the runner reads S3. Each field is set by PIPEMODE_S3_<FIELD> in the environment.
 
-    The defaults follow boto3's transfer manager (8 MiB parts) and SageMaker's own fetch-ahead,
-    with one pool per channel: 16 GETs at once, at most 128 MiB fetched and not yet served.
+    Parts of 8 MiB as boto3's transfer manager cuts them; per channel, 16 GETs at once (enough to
+    hide tens of milliseconds per request behind small objects) and at most 128 MiB fetched
+    ahead of the FIFO.
     """
 
     concurrency: int = 16
     part_size: int = 8 << 20
     max_bytes_in_flight: int = 128 << 20
-    # Per request (botocore's standard retry mode), and per object part for a body cut short.
+    # Tries per request (botocore's standard retry mode, for listings and manifests), and per
+    # GET of an object part: failures in a row without a byte (S3Reader).
     attempts: int = 5
     connect_timeout: float = 10.0
     # Seconds without a byte from the server before a read fails (and is retried).
@@ -82,13 +85,16 @@ class S3Settings:
                 raise JobConfigError(f"{name} must be a number, not {text!r}") from None
         return cls(**values)
 
-    def boto_config(self) -> Any:
+    def boto_config(self, own_retries: bool = False) -> Any:
+        """botocore's Config; with `own_retries` (S3Reader's GETs) each request is tried once,
+        since the reader retries it itself: botocore's retries within each of the reader's would
+        multiply the time a stalled server takes to fail."""
         from botocore.config import Config  # type: ignore[import-untyped]
 
         return Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"mode": "standard", "max_attempts": self.attempts},
+            retries={"mode": "standard", "max_attempts": 1 if own_retries else self.attempts},
             # Every worker of a few channels at once keeps its connection open.
             max_pool_connections=max(10, 4 * self.concurrency),
         )
@@ -120,11 +126,17 @@ def describe_error(error: BaseException) -> str:
 
 def _is_retryable(error: BaseException) -> bool:
     """A fault of the connection or a server error is worth another try; a refusal is not."""
+    from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
+    from urllib3.exceptions import HTTPError
+
     response = getattr(error, "response", None)
     if isinstance(response, dict) and "Error" in response:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return status >= 500 or response["Error"].get("Code") in _RETRYABLE_CODES
-    return not isinstance(error, ObjectReadError)
+    # botocore wraps the faults of a connection (reset, timeout, short body) in BotoCoreError;
+    # urllib3's and the socket's own may come through as they are.
+    faults = (BotoCoreError, HTTPError, OSError)
+    return isinstance(error, faults) and not isinstance(error, ObjectReadError)
 
 
 class S3Reader(io.RawIOBase):

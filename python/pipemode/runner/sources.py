@@ -75,7 +75,11 @@ class S3Object:
         """The object as a stream that resumes a cut body and raises ObjectReadError if it
         still cannot be read whole (on the first read, not here)."""
         reader = S3Reader(
-            s3_client(), self.bucket, self.key, s3_settings(), expected_size=self.size
+            s3_client(own_retries=True),
+            self.bucket,
+            self.key,
+            s3_settings(),
+            expected_size=self.size,
         )
         return reader  # type: ignore[return-value]
 
@@ -125,8 +129,9 @@ def check_complete(uri: str, reached: int, size: int) -> None:
 
 
 @functools.cache
-def s3_client() -> Any:
-    """One boto3 S3 client for the process (clients are thread-safe, sessions are not).
+def s3_client(own_retries: bool = False) -> Any:
+    """One boto3 S3 client for the process (clients are thread-safe, sessions are not), and one
+    whose requests botocore does not retry, for S3Reader, which retries them itself.
 
     boto3 is the optional extra `s3`, imported only when a channel reads from S3. Credentials come
     from boto3's usual chain; AWS_ENDPOINT_URL(_S3) points it at another S3-API server. Timeouts
@@ -137,7 +142,7 @@ def s3_client() -> Any:
     except ImportError:
         raise JobConfigError("s3:// sources need boto3: pip install 'pipemode[s3]'") from None
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    config = s3_settings().boto_config()
+    config = s3_settings().boto_config(own_retries)
     return boto3.client("s3", endpoint_url=endpoint or None, config=config)
 
 
