@@ -171,8 +171,10 @@ class ChannelFeeder:
             if self.channel.record_wrapping == "RecordIO":
                 self._send_wrapped(fifo, objects)
             else:
-                for obj, chunks in self._objects_as_chunks(objects):
-                    self._send(fd, obj, chunks)
+                # Closed at once however the epoch ends, so that its fetches stop there and then.
+                with contextlib.closing(self._objects_as_chunks(objects)) as each:
+                    for obj, chunks in each:
+                        self._send(fd, obj, chunks)
             served = True
         except BrokenPipeError:
             served = True  # the reader closed its end early: the epoch ends here, as on SageMaker
@@ -259,12 +261,13 @@ class ChannelFeeder:
         finally:
             os.close(guard)
         try:
-            for obj, chunks in self._objects_as_chunks(objects):
-                record = b"".join(self._local_chunks(obj) if chunks is None else chunks)
-                writer.write(record)
-                self.stats.bytes += len(record)
-                if self._stop.is_set():
-                    raise _Stopped
+            with contextlib.closing(self._objects_as_chunks(objects)) as each:
+                for obj, chunks in each:
+                    record = b"".join(self._local_chunks(obj) if chunks is None else chunks)
+                    writer.write(record)
+                    self.stats.bytes += len(record)
+                    if self._stop.is_set():
+                        raise _Stopped
         except (BrokenPipeError, _Stopped):
             raise
         except BaseException as error:
