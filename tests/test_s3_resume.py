@@ -133,6 +133,70 @@ def test_a_cut_at_any_place_of_a_response_is_resumed(
     assert proxy.cuts >= 3
 
 
+def test_manifest_objects_of_unknown_size_are_resumed_part_by_part(
+    tmp_path: Path, bucket: Any, proxy: FaultyProxy
+) -> None:
+    # A manifest gives no sizes: the first part's response tells it, the rest come as ranges.
+    objects = {"m/big": os.urandom(1_100_000), "m/small": b"small", "m/empty": b""}
+    put(bucket, objects)
+    manifest = tmp_path / "manifest.json"
+    order = ["big", "small", "empty", "big"]
+    manifest.write_text(json.dumps([{"prefix": f"s3://{bucket.name}/m/"}, *order]))
+    proxy.cut_every = 3
+    channel = Channel("train", str(manifest), s3_data_type="ManifestFile")
+    result = run(tmp_path, _digest_script(tmp_path, 2), [channel])
+    assert result.exit_code == 0, result.failure
+    whole = hashlib.sha256(b"".join(objects[f"m/{k}"] for k in order)).hexdigest()
+    assert recorded(result.job_dir, "epochs.json") == [whole, whole]
+    ranged = [head for head in proxy.requests if b"\r\nrange: bytes=" in head.lower()]
+    assert len(ranged) >= 2 * 2 * 4  # each epoch, each "big": 4 parts after the first
+
+
+def test_file_mode_downloads_are_resumed_too(
+    tmp_path: Path, bucket: Any, proxy: FaultyProxy
+) -> None:
+    objects = {f"f/{i}": os.urandom(300_000 + i) for i in range(4)}
+    put(bucket, objects)
+    proxy.cut_every = 2
+    entry = script(
+        tmp_path,
+        """
+        import hashlib
+        folder = os.environ["SM_CHANNEL_TRAIN"]
+        record("files.json", {name: hashlib.sha256(open(os.path.join(folder, name), "rb").read())
+                              .hexdigest() for name in os.listdir(folder)})
+        """,
+    )
+    channel = Channel("train", f"s3://{bucket.name}/f/", input_mode="File")
+    result = run(tmp_path, entry, [channel])
+    assert result.exit_code == 0, result.failure
+    expected = {k[2:]: hashlib.sha256(v).hexdigest() for k, v in objects.items()}
+    assert recorded(result.job_dir, "files.json") == expected
+    assert proxy.cuts >= 2
+
+
+def test_an_object_rewritten_to_another_size_fails_the_job(
+    tmp_path: Path, bucket: Any, proxy: FaultyProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(bucket, {"r/a": b"a" * 1000, "r/b": b"b" * 1000})
+    monkeypatch.setenv("PIPEMODE_S3_ATTEMPTS", "2")
+    entry = script(
+        tmp_path,
+        f"""
+        import boto3
+        first = read_epoch("train", 0)
+        boto3.client("s3").put_object(Bucket={bucket.name!r}, Key="r/b", Body=b"longer" * 500)
+        data = read_epoch("train", 1)
+        record("ended.json", len(data))
+        """,
+    )
+    result = run(tmp_path, entry, [Channel("train", f"s3://{bucket.name}/r/")])
+    assert result.exit_code != 0
+    failure = result.failure or ""
+    assert f"cannot read s3://{bucket.name}/r/b at byte 0: it holds 3000 bytes" in failure
+    assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+
+
 _READ_THEN_RECORD = """
 data = read_epoch("train", 0)
 record("ended.json", len(data))  # must not happen: the epoch never ends short
