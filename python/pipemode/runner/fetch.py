@@ -248,9 +248,10 @@ class S3Reader(io.RawIOBase):
         if self._etag:
             request["IfMatch"] = self._etag
         response = self._client.get_object(**request)
+        # Held before the checks: a response they refuse is closed with the body it came with.
+        self._body = response["Body"]
         self._note_size(response, ranged="Range" in request)
         self._etag = self._etag or response.get("ETag")
-        self._body = response["Body"]
         return self._body
 
     def _note_size(self, response: dict[str, Any], ranged: bool) -> None:

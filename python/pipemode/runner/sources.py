@@ -128,6 +128,9 @@ def check_complete(uri: str, reached: int, size: int) -> None:
         )
 
 
+_NEW_CLIENT = threading.Lock()
+
+
 @functools.cache
 def s3_client(own_retries: bool = False) -> Any:
     """One boto3 S3 client for the process (clients are thread-safe, sessions are not), and one
@@ -143,7 +146,11 @@ def s3_client(own_retries: bool = False) -> Any:
         raise JobConfigError("s3:// sources need boto3: pip install 'pipemode[s3]'") from None
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = s3_settings().boto_config(own_retries)
-    return boto3.client("s3", endpoint_url=endpoint or None, config=config)
+    # boto3's default session is not thread-safe, and feeder threads may make the first client
+    # of a kind at the same moment: each client gets a session of its own, one at a time.
+    with _NEW_CLIENT:
+        session = boto3.session.Session()
+        return session.client("s3", endpoint_url=endpoint or None, config=config)
 
 
 def s3_settings() -> S3Settings:
