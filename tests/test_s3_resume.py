@@ -62,8 +62,12 @@ def proxy(server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultyProxy]
         monkeypatch.setenv("PIPEMODE_S3_PART_SIZE", str(256 << 10))
         yield faulty
     s3_client.cache_clear()
-    # Ours and the proxy's, not the moto server's (it keeps a thread per open connection).
+    # Ours and the proxy's, not the moto server's (it keeps a thread per open connection). A job
+    # waits for its feeders only a grace period: on a loaded machine one may end just after.
     ours = ("pipemode", "test-proxy")
+    for thread in set(threading.enumerate()) - before:
+        if thread.name.startswith(ours):
+            thread.join(30)
     lingering = [t.name for t in set(threading.enumerate()) - before if t.name.startswith(ours)]
     assert lingering == [], lingering
 
