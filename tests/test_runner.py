@@ -278,13 +278,13 @@ with open(sys.argv[1], "rb") as fifo:
 """
 
 
-def test_a_feeder_that_fails_before_writing_still_ends_the_epoch(
+def test_a_feeder_that_fails_holds_the_epoch_open_until_it_is_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_objects(*args: object) -> list[DataObject]:
         raise RuntimeError("listing failed")
 
-    monkeypatch.setattr(feeder_module, "epoch_objects", no_objects)
+    monkeypatch.setattr(feeder_module, "epoch_stream", no_objects)
     data = folder_of_files(tmp_path / "d", {"x": b"x" * 1000})
     errors: list[BaseException] = []
     feeder = ChannelFeeder(
@@ -295,20 +295,27 @@ def test_a_feeder_that_fails_before_writing_still_ends_the_epoch(
         on_error=lambda _, error: errors.append(error),
     )
     feeder.start()
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READ_ONE_EPOCH, str(tmp_path / "train_0")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        # The reader sees the end of the epoch (nothing in it) rather than waiting for ever.
-        reader = subprocess.run(
-            [sys.executable, "-c", _READ_ONE_EPOCH, str(tmp_path / "train_0")],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        deadline = time.monotonic() + 30
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [str(e) for e in errors] == ["listing failed"]
+        assert feeder.stats.error == "listing failed"
+        # A clean end of the FIFO would pass for a complete (empty) epoch: the reader waits, until
+        # the job, failed by the error, stops the feeder.
+        with pytest.raises(subprocess.TimeoutExpired):
+            reader.wait(0.5)
     finally:
         feeder.stop()
         assert feeder.join(10)
-    assert reader.stdout == "0\n", reader.stderr
-    assert [str(e) for e in errors] == ["listing failed"]
-    assert feeder.stats.error == "listing failed"
+        out, _ = reader.communicate(timeout=30)
+    assert out == "0\n"
+    assert feeder.stats.epochs_served == 0
 
 
 def test_local_files_are_listed_in_the_byte_order_of_their_names(tmp_path: Path) -> None:

@@ -5,41 +5,45 @@ epoch's objects into it and closes it; then makes `<channel>_{N+1}`, for as long
 A reader may stop early: the write then fails with EPIPE, which ends the epoch, as on SageMaker.
 A feeder stops promptly when asked in the usual cases: the wait for a reader polls a stop flag,
 the flag is checked between writes, and a write into a pipe whose reader has exited fails at
-once. A read from the source that hangs (S3) is not interrupted: the job waits for its feeders
-only for a grace period, then leaves such a feeder's daemon thread behind.
+once. A read from S3 that stalls times out (botocore's read timeout, see fetch.S3Settings).
+
+An epoch that cannot be served whole (an object that cannot be read, a file that shrank, a
+truncated gzip member) is never ended like a complete one: the feeder reports the error, which
+fails the job, and keeps the FIFO open until the job stops it, so the script sees no clean EOF.
+Runs of S3 objects are fetched ahead, concurrently and in order (fetch.fetch_ahead).
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 
 from pipemode.channel import fifo_name
 from pipemode.reader import RecordWriter
+from pipemode.runner import fetch
 from pipemode.runner.channels import Channel
 from pipemode.runner.manifest import stream_manifest_epoch
 from pipemode.runner.sources import (
     DataObject,
     LocalObject,
-    epoch_objects,
+    check_complete,
+    epoch_stream,
     gunzip,
     read_chunks,
+    s3_client,
+    s3_settings,
 )
 
 __all__ = ["ChannelFeeder", "ChannelStats"]
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 # Linux's F_SETPIPE_SZ (fcntl exposes it from Python 3.10 on). A 1 MiB pipe (the default
 # /proc/sys/fs/pipe-max-size) lets each write and read move more per system call.
@@ -51,9 +55,6 @@ _SENDFILE_STEP = 8 << 20
 # The feeder polls for its reader (a blocking open() could not be stopped): a reader that opens
 # a FIFO waits at most this long for the data to start, and an idle channel costs 100 wake-ups/s.
 _MAX_POLL_DELAY = 0.01
-# Objects wrapped as records are typically one small record each, so a channel of them is bound
-# by the latency of each GET: fetch this many ahead, in order.
-_WRAPPED_PREFETCH = 8
 
 
 class _Stopped(Exception):
@@ -91,7 +92,7 @@ class ChannelFeeder:
     """Serves one Pipe channel of one host, epoch after epoch, in a thread of its own."""
 
     channel: Channel
-    objects: list[DataObject]
+    objects: Sequence[DataObject]
     data_dir: Path
     host: str
     host_index: int = 0
@@ -143,8 +144,11 @@ class ChannelFeeder:
         except _Stopped:
             pass
         except BaseException as error:
-            self.stats.error = str(error)
-            self.on_error(self, error)
+            self._report(error)
+
+    def _report(self, error: BaseException) -> None:
+        self.stats.error = str(error)
+        self.on_error(self, error)
 
     def _open_when_read(self, fifo: Path) -> int | None:
         """Opens the FIFO for writing once a reader has it open; None if stopped first."""
@@ -165,12 +169,13 @@ class ChannelFeeder:
             delay = min(delay * 2, _MAX_POLL_DELAY)
 
     def _serve(self, fd: int, fifo: Path, epoch: int) -> None:
-        """Streams the epoch into `fd`, which it owns: closed whatever fails, so the reader
-        always sees the end of the epoch rather than waiting on a write end nobody holds."""
+        """Streams the epoch into `fd`, which it owns and closes once the epoch is over: at its
+        end, when the reader left early, or, after a failure, when the job stops the feeder."""
         self.stats.epoch = epoch
         self.stats.reading_since = time.monotonic()
+        served = False
         try:
-            objects = epoch_objects(
+            objects = epoch_stream(
                 self.objects, self.channel, epoch, self.host_index, self.host_count
             )
             if self.channel.s3_data_type == "AugmentedManifestFile":
@@ -178,41 +183,76 @@ class ChannelFeeder:
             elif self.channel.record_wrapping == "RecordIO":
                 self._send_wrapped(fifo, objects)
             else:
-                for obj in objects:
-                    self._send(fd, obj)
+                # Closed at once however the epoch ends, so that its fetches stop there and then.
+                with contextlib.closing(self._objects_as_chunks(objects)) as each:
+                    for obj, chunks in each:
+                        self._send(fd, obj, chunks)
+            served = True
         except BrokenPipeError:
-            pass  # the reader closed its end early: the epoch ends here, as on SageMaker
+            served = True  # the reader closed its end early: the epoch ends here, as on SageMaker
+        except _Stopped:
+            raise
+        except BaseException as error:
+            self._fail_holding_the_fifo(error)
         finally:
             os.close(fd)
             self.stats.busy_seconds += time.monotonic() - self.stats.reading_since
             self.stats.reading_since = None
-            self.stats.epochs_served += 1
+            self.stats.epochs_served += served
 
-    def _chunks(self, obj: DataObject) -> Iterator[bytes]:
+    def _fail_holding_the_fifo(self, error: BaseException) -> None:
+        """Reports `error` and returns only when the job stops the feeder.
+
+        Closing the FIFO now would look like the end of a complete epoch: the script would train
+        on a short one. The error fails the job, which stops the script, then the feeder."""
+        self._report(error)
+        self._stop.wait()
+        raise _Stopped from None
+
+    def _objects_as_chunks(
+        self, objects: Iterable[DataObject]
+    ) -> Iterator[tuple[DataObject, Iterator[bytes] | None]]:
+        """Each object with its bytes, in order: runs of S3 objects fetched ahead, local files
+        as they are read (None: a plain file, for sendfile)."""
+        for is_local, run in itertools.groupby(objects, lambda obj: isinstance(obj, LocalObject)):
+            if is_local:
+                for obj in run:
+                    plain = self.channel.compression == "None"
+                    yield obj, None if plain else self._gunzipped(obj, self._local_chunks(obj))
+                continue
+            pieces = fetch.fetch_ahead(run, s3_client(own_retries=True), s3_settings())
+            with contextlib.closing(pieces):  # an early end cancels the GETs not yet started
+                for _, group in itertools.groupby(pieces, lambda piece: piece.index):
+                    first = next(group)
+                    chunks = (p.data for p in itertools.chain([first], group))
+                    yield first.obj, self._gunzipped(first.obj, chunks)
+
+    def _gunzipped(self, obj: DataObject, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        return gunzip(chunks, obj.uri) if self.channel.compression == "Gzip" else chunks
+
+    @staticmethod
+    def _local_chunks(obj: DataObject) -> Iterator[bytes]:
         with obj.open() as stream:
-            chunks = read_chunks(stream)
-            if self.channel.compression == "Gzip":
-                chunks = gunzip(chunks, obj.uri)
-            yield from chunks
+            yield from read_chunks(stream)
 
-    def _whole(self, obj: DataObject) -> bytes:
-        return b"".join(self._chunks(obj))
-
-    def _send(self, fd: int, obj: DataObject) -> None:
-        if isinstance(obj, LocalObject) and self.channel.compression == "None":
+    def _send(self, fd: int, obj: DataObject, chunks: Iterator[bytes] | None) -> None:
+        if chunks is None:
+            assert isinstance(obj, LocalObject)
             self._sendfile(fd, obj)
             return
-        for chunk in self._chunks(obj):
+        for chunk in chunks:
             self._write_all(fd, chunk)
 
     def _sendfile(self, fd: int, obj: LocalObject) -> None:
         with obj.open() as source:
             offset = 0
+            size = os.fstat(source.fileno()).st_size
             while sent := os.sendfile(fd, source.fileno(), offset, _SENDFILE_STEP):
                 offset += sent
                 self.stats.bytes += sent
                 if self._stop.is_set():
                     raise _Stopped
+            check_complete(obj.uri, offset, size)
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -223,7 +263,7 @@ class ChannelFeeder:
         if self._stop.is_set():
             raise _Stopped
 
-    def _send_wrapped(self, fifo: Path, objects: list[DataObject]) -> None:
+    def _send_wrapped(self, fifo: Path, objects: Iterable[DataObject]) -> None:
         """Writes each object as one RecordIO record, framed by the Rust writer as dmlc does."""
         # The writer opens the FIFO by its path. Holding a read end of our own for that moment
         # makes the open return at once even if the script has already closed its end.
@@ -232,31 +272,19 @@ class ChannelFeeder:
             writer = RecordWriter(str(fifo), "RecordIO")
         finally:
             os.close(guard)
-        # Closed at once when the epoch ends early: its fetch threads are joined there and then.
-        records = contextlib.closing(_prefetched(objects, self._whole, _WRAPPED_PREFETCH))
         try:
-            with records as prefetched:
-                for record in prefetched:
+            with contextlib.closing(self._objects_as_chunks(objects)) as each:
+                for obj, chunks in each:
+                    record = b"".join(self._local_chunks(obj) if chunks is None else chunks)
                     writer.write(record)
                     self.stats.bytes += len(record)
                     if self._stop.is_set():
                         raise _Stopped
+        except (BrokenPipeError, _Stopped):
+            raise
+        except BaseException as error:
+            # The writer holds the FIFO open as `_serve` does, for the same reason.
+            self._fail_holding_the_fifo(error)
         finally:
             with contextlib.suppress(BrokenPipeError):
                 writer.close()
-
-
-def _prefetched(items: list[T], load: Callable[[T], R], depth: int) -> Generator[R, None, None]:
-    """`map(load, items)` in order, with up to `depth` loads running ahead in threads."""
-    with concurrent.futures.ThreadPoolExecutor(depth, thread_name_prefix="pipemode-fetch") as pool:
-        pending: collections.deque[concurrent.futures.Future[R]] = collections.deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(load, item))
-                if len(pending) >= depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()

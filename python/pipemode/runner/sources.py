@@ -1,27 +1,43 @@
 """Where a channel's bytes come from: local files and folders, S3 prefixes and manifests.
 
-A source resolves once, at job start, into an ordered list of objects (like S3 keys). Each epoch
-then takes that list, shuffled from the channel's seed and sharded for the host, and streams the
-objects one after another. S3 objects are read while they are served, never downloaded first.
+A source resolves once, at job start, into an ordered sequence of objects (like S3 keys); an S3
+prefix's listing goes on page by page in the background while the first objects are served. Each
+epoch then takes that sequence, shuffled from the channel's seed and sharded for the host, and
+streams the objects in order. S3 objects are read while they are served, never downloaded first,
+and an object's `open()` gives a stream that never ends short silently: an S3 body cut mid-way is
+resumed (fetch.py), a local file that shrinks while read raises, naming the byte reached.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import itertools
 import json
 import os
+import threading
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Union, overload
 
 import numpy as np
 
 from pipemode.errors import JobConfigError
 from pipemode.runner.channels import Channel
+from pipemode.runner.fetch import ObjectReadError, S3Reader, S3Settings, describe_error
 
-__all__ = ["LocalObject", "S3Object", "epoch_objects", "gunzip", "read_chunks", "resolve"]
+__all__ = [
+    "LocalObject",
+    "ObjectReadError",
+    "S3Object",
+    "epoch_objects",
+    "epoch_stream",
+    "gunzip",
+    "read_chunks",
+    "resolve",
+]
 
 CHUNK_SIZE = 1 << 20
 # A gzip member can expand a thousandfold: decompress in bounded steps so memory stays bounded.
@@ -38,7 +54,7 @@ class LocalObject:
         return str(self.path)
 
     def open(self) -> BinaryIO:
-        return open(self.path, "rb", buffering=0)
+        return _LocalReader(self.path)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -47,18 +63,25 @@ class S3Object:
     key: str
     # The part of the key below the channel's prefix folder: the file's name in File mode.
     relative_key: str
+    # From the listing; None for a manifest's keys. A known size lets a large object be read as
+    # concurrent ranged GETs, and an object rewritten to another size is noticed.
+    size: int | None = field(default=None, compare=False)
 
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
     def open(self) -> BinaryIO:
-        try:
-            response = s3_client().get_object(Bucket=self.bucket, Key=self.key)
-        except Exception as error:
-            raise OSError(f"cannot read {self.uri}: {_describe(error)}") from error
-        body: BinaryIO = response["Body"]
-        return body
+        """The object as a stream that resumes a cut body and raises ObjectReadError if it
+        still cannot be read whole (on the first read, not here)."""
+        reader = S3Reader(
+            s3_client(own_retries=True),
+            self.bucket,
+            self.key,
+            s3_settings(),
+            expected_size=self.size,
+        )
+        return reader  # type: ignore[return-value]
 
 
 DataObject = Union[LocalObject, S3Object]
@@ -69,28 +92,70 @@ def relative_name(obj: DataObject) -> str:
     return obj.key if isinstance(obj, LocalObject) else obj.relative_key
 
 
+class _LocalReader(io.RawIOBase):
+    """A local file read from its start that raises, naming the byte reached, if it ends short
+    of the size it had when opened: a file truncated under the feeder is no shorter epoch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.uri = str(path)
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self.size = os.fstat(self._file.fileno()).st_size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._file.readinto(buffer) or 0
+        self.position += count
+        if count == 0 and len(buffer) > 0:
+            check_complete(self.uri, self.position, self.size)
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def check_complete(uri: str, reached: int, size: int) -> None:
+    if reached < size:
+        raise ObjectReadError(
+            uri, reached, f"the file ended there, short of the {size} bytes it held when opened"
+        )
+
+
+_NEW_CLIENT = threading.Lock()
+
+
 @functools.cache
-def s3_client() -> Any:
-    """One boto3 S3 client for the process (clients are thread-safe, sessions are not).
+def s3_client(own_retries: bool = False) -> Any:
+    """One boto3 S3 client for the process (clients are thread-safe, sessions are not), and one
+    whose requests botocore does not retry, for S3Reader, which retries them itself.
 
     boto3 is the optional extra `s3`, imported only when a channel reads from S3. Credentials come
-    from boto3's usual chain; AWS_ENDPOINT_URL(_S3) points it at another S3-API server.
+    from boto3's usual chain; AWS_ENDPOINT_URL(_S3) points it at another S3-API server. Timeouts
+    and retries come from `s3_settings()`.
     """
     try:
         import boto3  # type: ignore[import-untyped]
     except ImportError:
         raise JobConfigError("s3:// sources need boto3: pip install 'pipemode[s3]'") from None
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return boto3.client("s3", endpoint_url=endpoint or None)
+    config = s3_settings().boto_config(own_retries)
+    # boto3's default session is not thread-safe, and feeder threads may make the first client
+    # of a kind at the same moment: each client gets a session of its own, one at a time.
+    with _NEW_CLIENT:
+        session = boto3.session.Session()
+        return session.client("s3", endpoint_url=endpoint or None, config=config)
 
 
-def _describe(error: Exception) -> str:
-    # botocore's ClientError carries the service's code and message; nothing secret is in them.
-    response = getattr(error, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        err = response["Error"]
-        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".rstrip(": ")
-    return f"{type(error).__name__}: {error}"
+def s3_settings() -> S3Settings:
+    """The S3 settings of this process: the defaults, or PIPEMODE_S3_* from the environment."""
+    return S3Settings.from_environment()
 
 
 def _split_s3_uri(uri: str) -> tuple[str, str]:
@@ -100,23 +165,109 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _list_s3_prefix(uri: str) -> list[DataObject]:
+class StreamedListing(Sequence[DataObject]):
+    """An S3 prefix's objects, listed page by page in a thread while they are already served.
+
+    Iterating yields each object as soon as its page has come, and waits for the next page; an
+    error while listing is raised there, after the objects listed before it. `len()` and
+    indexing wait for the listing's end: shuffling needs the whole list, streaming does not.
+    """
+
+    def __init__(self, uri: str, pages: Iterator[list[DataObject]]) -> None:
+        self.uri = uri
+        self._objects: list[DataObject] = []
+        self._done = False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+        self._pages = pages
+        self._thread = threading.Thread(target=self._list, name="pipemode-list", daemon=True)
+        self._thread.start()
+
+    def _list(self) -> None:
+        try:
+            for page in self._pages:
+                with self._changed:
+                    self._objects.extend(page)
+                    self._changed.notify_all()
+        except BaseException as error:
+            self._error = error
+        finally:
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def _wait(self, count: int | None) -> list[DataObject]:
+        """The objects once more than `count` are listed (or all are, `count` None)."""
+        with self._changed:
+            while not self._done and (count is None or len(self._objects) <= count):
+                self._changed.wait()
+            return self._objects
+
+    def wait_listed(self) -> None:
+        self._wait(None)
+        if self._error is not None:
+            raise self._error
+
+    def __iter__(self) -> Iterator[DataObject]:
+        index = 0
+        while True:
+            objects = self._wait(index)
+            # Appends never move the items before them: a slice of the listed ones is stable.
+            batch = objects[index:]
+            if not batch:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield from batch
+            index += len(batch)
+
+    def __len__(self) -> int:
+        self.wait_listed()
+        return len(self._objects)
+
+    def __bool__(self) -> bool:
+        return bool(self._wait(0))
+
+    @overload
+    def __getitem__(self, index: int) -> DataObject: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[DataObject]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        self.wait_listed()
+        return self._objects[index]
+
+
+def _list_s3_prefix(uri: str) -> Sequence[DataObject]:
+    """The first page now (a bad bucket or prefix is refused at job start), the rest streamed."""
     bucket, prefix = _split_s3_uri(uri)
+    pages = _s3_pages(uri, bucket, prefix)
+    first = next(pages, [])
+    return StreamedListing(uri, itertools.chain([first], pages))
+
+
+def _s3_pages(uri: str, bucket: str, prefix: str) -> Iterator[list[DataObject]]:
     folder = prefix[: prefix.rfind("/") + 1]
-    objects: list[DataObject] = []
-    try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                if key.endswith("/") and item.get("Size", 0) == 0:
-                    continue  # a console-made "folder" marker, not data
-                objects.append(S3Object(bucket, key, key[len(folder) :]))
-    except JobConfigError:
-        raise
-    except Exception as error:
-        raise JobConfigError(f"cannot list {uri}: {_describe(error)}") from error
-    return objects  # S3 lists keys in UTF-8 binary order already
+    request = {"Bucket": bucket, "Prefix": prefix}
+    listed = 0
+    while True:
+        try:
+            page = s3_client().list_objects_v2(**request)
+        except JobConfigError:
+            raise
+        except Exception as error:
+            after = f" after {listed} objects" if listed else ""
+            raise JobConfigError(f"cannot list {uri}{after}: {describe_error(error)}") from error
+        objects: list[DataObject] = [
+            S3Object(bucket, item["Key"], item["Key"][len(folder) :], item.get("Size"))
+            for item in page.get("Contents", [])
+            # A console-made "folder" marker is not data.
+            if not (item["Key"].endswith("/") and item.get("Size", 0) == 0)
+        ]
+        listed += len(objects)
+        yield objects  # S3 lists keys in UTF-8 binary order already
+        if not page.get("IsTruncated"):
+            return
+        request["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def _list_local(path: Path) -> list[DataObject]:
@@ -175,7 +326,7 @@ def _list_manifest(source: str) -> list[DataObject]:
     return objects
 
 
-def resolve(channel: Channel) -> list[DataObject]:
+def resolve(channel: Channel) -> Sequence[DataObject]:
     """The channel's objects in their natural order (key order, or the manifest's)."""
     if channel.s3_data_type == "AugmentedManifestFile":
         from pipemode.runner.manifest import manifest_object  # imports this module
@@ -192,8 +343,19 @@ def resolve(channel: Channel) -> list[DataObject]:
     return objects
 
 
+def epoch_stream(
+    objects: Sequence[DataObject], channel: Channel, epoch: int, host_index: int, host_count: int
+) -> Iterable[DataObject]:
+    """`epoch_objects` as they come: without a shuffle, an epoch starts before its listing ends."""
+    if channel.shuffle_seed is not None:
+        return epoch_objects(objects, channel, epoch, host_index, host_count)
+    if channel.distribution == "ShardedByS3Key" and host_count > 1:
+        return itertools.islice(objects, host_index, None, host_count)
+    return objects
+
+
 def epoch_objects(
-    objects: list[DataObject], channel: Channel, epoch: int, host_index: int, host_count: int
+    objects: Sequence[DataObject], channel: Channel, epoch: int, host_index: int, host_count: int
 ) -> list[DataObject]:
     """What one host serves in one epoch: shuffled from the seed, then its shard.
 
