@@ -1,44 +1,78 @@
 # One task runner for developers and CI alike. `make test` sets everything up on a fresh machine.
 #
 # Inside a virtual environment (VIRTUAL_ENV set), every target uses it. Outside one, the first
-# target run makes `.venv/` here and uses that: nothing is ever installed into the system's Python.
+# target run makes `.venv/` here (from $(PYTHON3): `make PYTHON3=python3.13 test` picks another)
+# and uses that: nothing is ever installed into the system's Python.
 ifdef VIRTUAL_ENV
 VENV := $(VIRTUAL_ENV)
 else
 VENV := $(CURDIR)/.venv
 endif
+PYTHON3 ?= python3
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
-# Where the Python package's `pip install -e` builds the native module, and what triggers it.
-NATIVE_SOURCES := $(shell find rust -name '*.rs' -not -path '*/fuzz/*') Cargo.toml Cargo.lock rust/core/Cargo.toml rust/python/Cargo.toml pyproject.toml
-BUILT := $(VENV)/.pipemode-built
+# What the wheels are built and checked with (not an extra: they are needed before any wheel).
+BUILD_TOOLS := "maturin>=1.7,<2" "ziglang>=0.13" "auditwheel>=6"
+TOOLS := $(VENV)/.pipemode-build-tools
+# Everything a wheel is made of; `make wheel` rebuilds the wheels when one changed.
+WHEEL_SOURCES := $(shell find rust python \( -path rust/core/fuzz -o -name __pycache__ \) -prune -o -type f -not -name '*.so' -print) Cargo.toml Cargo.lock pyproject.toml README.md
+WHEELS := dist/.wheels-built
+INSTALLED := $(VENV)/.pipemode-installed
+# The full run installs every extra pyproject.toml declares, and fails (rather than skips) the
+# tests of a framework among them that does not import; see tests/conftest.py.
+EXTRAS := $(shell sed -n '/^\[project.optional-dependencies\]/,/^\[/s/^\([a-z0-9_-]*\) = .*/\1/p' pyproject.toml)
+comma := ,
+empty :=
+space := $(empty) $(empty)
+REQUIRE := $(if $(filter tensorflow,$(EXTRAS)),tensorflow) $(if $(filter torch pytorch,$(EXTRAS)),torch) boto3 moto
 
-.PHONY: help install build test test-rust test-python lint fmt fuzz bench demo
+.PHONY: help install develop wheel sdist test test-rust test-python test-wheels lint fmt fuzz bench demo
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(PYTHON):
-	python3 -m venv $(VENV)
+	$(PYTHON3) -m venv $(VENV)
 
-install: $(PYTHON) ## Install the package (editable) with the tensorflow, s3 and test extras
-	$(PIP) install --quiet -e ".[tensorflow,s3,test]"
-	@touch $(BUILT)
+$(TOOLS): | $(PYTHON)
+	$(PIP) install --quiet $(BUILD_TOOLS)
+	@touch $@
 
-# The Python tests load the native module the last install built: rebuild it when Rust changed.
-$(BUILT): $(NATIVE_SOURCES) | $(PYTHON)
-	$(PIP) install --quiet --no-deps -e .
-	@touch $(BUILT)
+$(WHEELS): $(WHEEL_SOURCES) | $(TOOLS)
+	TOOLS_PYTHON=$(PYTHON) .ci/build-wheels $$(.ci/pythons) $(PYTHON)
+	@touch $@
 
-build: $(BUILT) ## Rebuild the native module if a Rust source changed since the last build
+wheel: $(WHEELS) ## Release wheels (manylinux_2_17 x86_64) for every CPython 3.9-3.13 found, in dist/
 
-test: install test-rust test-python ## Set up, then run every test (Rust and Python)
+sdist: | $(TOOLS) ## The source distribution, in dist/ (it builds wherever Rust is)
+	$(PYTHON) -m maturin sdist --out dist
+
+# The wheel built for this venv's Python, then every extra's packages. Reinstalled, not
+# upgraded: a rebuilt wheel keeps its version. --no-compile as in .ci/test-wheel.
+$(INSTALLED): $(WHEELS)
+	tag=$$($(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])') && \
+	wheel=$$(ls dist/pipemode-*-$$tag-$$tag-manylinux*.whl) && \
+	$(PIP) install --quiet --force-reinstall --no-deps "$$wheel" && \
+	$(PIP) install --quiet --no-compile "$$wheel[$(subst $(space),$(comma),$(EXTRAS))]"
+	@touch $@
+
+install: $(INSTALLED) ## Build the wheels and install this venv's one, with every extra
+
+develop: | $(PYTHON) ## Install editable from python/ instead (quicker edits; `make install` undoes it)
+	$(PIP) install --quiet -e ".[$(subst $(space),$(comma),$(EXTRAS))]"
+	@rm -f $(INSTALLED)
+
+test: test-rust test-python test-wheels ## Set up, then run every test: Rust, then Python on the wheels
 
 test-rust: ## cargo test of the core (unit, property and doc tests)
 	cargo test --workspace --exclude pipemode-python
 
-test-python: build ## pytest, after rebuilding the native module if Rust changed
-	$(PYTHON) -m pytest
+test-python: install ## pytest on the installed wheel, every extra present (none of its tests may skip)
+	PIPEMODE_TEST_INSTALLED=1 PIPEMODE_REQUIRE=$(subst $(space),$(comma),$(strip $(REQUIRE))) \
+		$(VENV)/bin/pytest
+
+test-wheels: wheel ## Each CPython's wheel in a fresh venv, without Rust; TensorFlow 2.14 on 3.10
+	.ci/test-wheels
 
 lint: install ## rustfmt, clippy, ruff, and the native module's stub checked against it
 	cargo fmt --all --check

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
+import pipemode
 import pytest
+
+
+def pytest_report_header() -> str:
+    return f"pipemode {pipemode.__version__} from {Path(pipemode.__file__).parent}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """CI's checks of what it tests, set by environment variables (see .ci/test-wheel).
+
+    PIPEMODE_TEST_INSTALLED=1: pipemode must come from site-packages (the installed wheel), not
+    from the source tree. PIPEMODE_REQUIRE=tensorflow,torch: these must import, so that a test
+    skipped for want of one (`pytest.importorskip`) cannot pass a run unnoticed.
+    """
+    if os.environ.get("PIPEMODE_TEST_INSTALLED") == "1":
+        installed_in = {Path(sysconfig.get_path(key)).resolve() for key in ("purelib", "platlib")}
+        package = Path(pipemode.__file__).resolve().parent
+        if package.parent not in installed_in:
+            raise pytest.UsageError(
+                f"pipemode was imported from {package}, not from the installed wheel in "
+                f"{' or '.join(map(str, sorted(installed_in)))}"
+            )
+    for name in filter(None, os.environ.get("PIPEMODE_REQUIRE", "").split(",")):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as missing:
+            raise pytest.UsageError(
+                f"PIPEMODE_REQUIRE names {name!r}, which does not import here ({missing}): its "
+                "tests would be skipped"
+            ) from missing
 
 
 class FifoFeeder:

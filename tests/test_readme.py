@@ -170,6 +170,25 @@ def setup_dense(box: Sandbox) -> Setup:
     return {}, check
 
 
+def setup_torch(box: Sandbox) -> Setup:
+    torch = pytest.importorskip("torch")
+    box.pipe_channel("train")
+    box.pipe_channel("eval")
+    box.feed("train", 2, tutorial_records(100), "RecordIO")
+    eval_records = [b"a", b"bc" * 20, b"", b"def"] * 20
+    box.feed("eval", 1, eval_records, "RecordIO")
+
+    def check(names: dict[str, Any]) -> None:
+        x, y = names["x"], names["y"]  # the last batch: 100 = 64 + 36
+        assert x.dtype == torch.float64 and tuple(x.shape) == (36, 1024)
+        assert y.tolist() == [i % 2 for i in range(64, 100)]
+        assert names["sizes"].tolist() == [len(r) for r in eval_records]
+        assert box.epochs_claimed("train") == 2 and box.epochs_claimed("eval") == 1
+        assert box.fed_in_full()
+
+    return {}, check
+
+
 # The README estimator's train.py: reads one epoch of each channel, saves what it read.
 _TRAIN_SCRIPT = """
 import json, os, pathlib
@@ -205,6 +224,7 @@ SETUPS: dict[str, Callable[..., Setup]] = {
     "PipeModeChannel(": setup_channel,
     "pipemode.RecordWriter(": setup_records,
     "pipemode.DenseReader(": setup_dense,
+    "from pipemode.torch import": setup_torch,
     "Estimator(": setup_estimator,
 }
 
