@@ -3,6 +3,7 @@ gloo (CPU) collectives run between the hosts."""
 
 from __future__ import annotations
 
+import tarfile
 import time
 from pathlib import Path
 
@@ -62,3 +63,33 @@ def test_a_torch_host_failing_ends_the_job_naming_it(tmp_path: Path) -> None:
     assert time.monotonic() - started < 40  # algo-1 was waiting for it in the rendezvous
     assert result.exit_code == 4
     assert (result.failure or "").startswith("AlgorithmError: train.py on algo-2 exited with")
+
+
+def test_the_ddp_example_trains_on_two_hosts_in_sync(tmp_path: Path) -> None:
+    pytest.importorskip("pipemode.torch")  # the example reads with pipemode's torch dataset
+    from pipemode.generate import generate
+    from pipemode.runner import Channel, TrainingJob
+
+    generate(tmp_path / "data" / "train", 2560, files=4, seed=0)
+    generate(tmp_path / "data" / "eval", 640, files=1, seed=1)
+    example = Path(__file__).parents[1] / "examples" / "ddp_torch.py"
+    job = TrainingJob(
+        example,
+        [
+            Channel("train", str(tmp_path / "data" / "train"), distribution="ShardedByS3Key"),
+            Channel("eval", str(tmp_path / "data" / "eval")),
+        ],
+        hyperparameters={"epochs": "2", "steps": "10"},
+        output_path=tmp_path / "out",
+        job_name="ddp",
+        instance_count=2,
+        distribution=Distribution("torch_distributed"),
+    )
+    result = job.run(live=False)
+    assert result.exit_code == 0, result.failure
+    metrics = recorded(result.job_dir, "metrics.json")
+    assert metrics["hosts"] == 2 and metrics["train_steps"] == 20
+    assert metrics["weights_in_sync"] is True
+    assert metrics["eval_accuracy"] > 0.95
+    with tarfile.open(result.model_data) as tar:
+        assert tar.getnames() == ["model.pth"]
