@@ -61,6 +61,7 @@ bench: install ## The benchmarks of benches/ (figures in benches/README.md)
 	$(PYTHON) benches/bench_reader.py
 	$(PYTHON) benches/bench_decode.py
 	$(PYTHON) benches/bench_dataset.py
+	$(PYTHON) benches/bench_per_record.py
 	$(PYTHON) benches/bench_runner.py
 
 demo: $(PYTHON) ## Install with TensorFlow and run the tutorial end to end (`pipemode demo`)
