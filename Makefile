@@ -95,7 +95,10 @@ bench: install ## The benchmarks of benches/ (figures in benches/README.md)
 	$(PYTHON) benches/bench_reader.py
 	$(PYTHON) benches/bench_decode.py
 	$(PYTHON) benches/bench_dataset.py
+	$(PYTHON) benches/bench_per_record.py
+	$(PYTHON) benches/bench_torch.py
 	$(PYTHON) benches/bench_runner.py
+	$(PYTHON) benches/bench_s3.py
 
 demo: $(PYTHON) ## Install with TensorFlow and run the tutorial end to end (`pipemode demo`)
 	$(PIP) install --quiet ".[tensorflow]"
