@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_BUFFER_SIZE",
     "DEFAULT_OPEN_TIMEOUT",
     "DEFAULT_PREFETCH",
+    "InterpreterExiting",
     "PathLike",
     "StreamReader",
     "raise_if_exiting",
@@ -228,8 +229,12 @@ class _ExitGuard:
             time.sleep(0.01)  # releases the GIL to the threads coming back
 
 
-def _exiting_error() -> RuntimeError:
-    return RuntimeError("pipemode: no new reads while the interpreter exits")
+class InterpreterExiting(RuntimeError):
+    """A read or an epoch claim refused because the interpreter is exiting."""
+
+
+def _exiting_error() -> InterpreterExiting:
+    return InterpreterExiting("pipemode: no new reads while the interpreter exits")
 
 
 def raise_if_exiting() -> None:

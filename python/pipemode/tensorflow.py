@@ -20,7 +20,7 @@ import gc
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +30,12 @@ from pipemode.channel import PipeModeChannel
 from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, FeatureColumn, feature_columns
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import RecordBatch
-from pipemode.reader_base import DEFAULT_OPEN_TIMEOUT, PathLike, stop_readers_at_exit
+from pipemode.reader_base import (
+    DEFAULT_OPEN_TIMEOUT,
+    InterpreterExiting,
+    PathLike,
+    stop_readers_at_exit,
+)
 
 __all__ = ["PipeModeDataset"]
 
@@ -146,7 +151,28 @@ class PipeModeDataset(tf.data.Dataset):
         return self._pipeline.element_spec
 
 
+_Element = TypeVar("_Element")
+
+
+def _ends_at_exit(generate: Callable[[], Iterator[_Element]]) -> Callable[[], Iterator[_Element]]:
+    """The generator ends quietly where pipemode refuses a read because the interpreter exits.
+
+    tf.data's threads go on pulling while the script exits (a `repeat()` starts the next epoch,
+    a strategy's prefetch asks for more). Nobody is left to read that error, yet TF would log its
+    traceback on every such exit, burying the script's own last words in stderr.
+    """
+
+    def generate_until_exit() -> Iterator[_Element]:
+        try:
+            yield from generate()
+        except InterpreterExiting:
+            return
+
+    return generate_until_exit
+
+
 def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.data.Dataset:
+    @_ends_at_exit
     def generate() -> Iterator[RawBatchTensors]:
         _Exit.pipelines_started = True
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
@@ -172,6 +198,7 @@ def _manifest_lines(
         raise PipeModeDatasetException("attribute_names= and features= do not go together")
     names = channel.attribute_names or ()
 
+    @_ends_at_exit
     def generate() -> Iterator[RawBatchTensors]:
         _Exit.pipelines_started = True
         epoch = channel.claim_next_epoch()
@@ -227,6 +254,7 @@ def _dense_batches(
     spec = ExampleSpec(columns)
     channel.check_reader_options(batch_size, spec)
 
+    @_ends_at_exit
     def generate() -> Iterator[dict[str, np.ndarray]]:
         _Exit.pipelines_started = True
         epoch = channel.claim_next_epoch()
