@@ -19,6 +19,7 @@ import warnings
 import tensorflow as tf
 
 from pipemode import PipeModeDataset
+from pipemode.examples.tutorial import export_saved_model
 
 ATTRIBUTES = ["source-ref", "class"]
 
@@ -87,7 +88,7 @@ def main() -> None:
     }
     print(json.dumps(metrics))
     if is_first_host():
-        model.export(os.path.join(args.model_dir, "1"), verbose=False)
+        export_saved_model(model, os.path.join(args.model_dir, "1"))
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f)

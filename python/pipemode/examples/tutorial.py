@@ -13,6 +13,7 @@ old containers, or pipemode installed) and locally: `pipemode train --channel tr
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import time
@@ -107,11 +108,20 @@ def train_and_evaluate(
     if is_first_host():
         # export() traces the model alone from an input signature: the SavedModel serves
         # tensors and holds no trace of the Pipe Mode input pipeline.
-        model.export(os.path.join(args.model_dir, "1"), verbose=False)
+        export_saved_model(model, os.path.join(args.model_dir, "1"))
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f)
     return metrics
+
+
+def export_saved_model(model: tf.keras.Model, path: str) -> None:
+    """A SavedModel for TF Serving. Keras 3 prints the exported signatures unless told not to;
+    Keras 2 (TF 2.15 and older) prints nothing and has no `verbose`."""
+    if "verbose" in inspect.signature(model.export).parameters:
+        model.export(path, verbose=False)
+    else:
+        model.export(path)
 
 
 def main() -> None:
