@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from pipemode.runner import Channel, Estimator, JobConfigError, TrainingFailedError, TrainingJob
 from pipemode.runner.host import HostFolder, host_config
-from pipemode.runner.processes import ScriptProcess
+from pipemode.runner.processes import ProcessGroups, ScriptProcess
 from runner_helpers import (
     PIDS_VARIABLE,
     fifos_under,
@@ -193,6 +193,44 @@ def test_a_script_that_ignores_ctrl_c_and_sigterm_is_killed_after_the_grace(
     assert process_gone(kept_pid(pids, "script"))
     failure = (tmp_path / "out" / "job" / "output" / "failure").read_text()
     assert failure.startswith("AlgorithmError: train.py interrupted by SIGINT")
+
+
+def test_a_script_killed_the_moment_the_grace_ends_is_not_taken_for_a_success(
+    tmp_path: Path, pids: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The script dies of SIGKILL between the job's last look at its exit code and its check
+    # that every group has ended (widened here, so the race is lost every time): the exit code
+    # must still be noted, or the job reports a success.
+    kill = ProcessGroups.kill
+
+    def kill_then_pause(self: ProcessGroups) -> None:
+        kill(self)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(ProcessGroups, "kill", kill_then_pause)
+    entry = script(
+        tmp_path,
+        """
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        keep_pid("script")
+        time.sleep(60)
+        """,
+    )
+
+    def interrupt_once_running() -> None:
+        while not (pids / "script").exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, to the job running in this process
+
+    interrupter = threading.Thread(target=interrupt_once_running)
+    interrupter.start()
+    try:
+        result = run(tmp_path, entry, [], stop_grace=0.5)
+    finally:
+        interrupter.join()
+    assert result.exit_code == 128 + signal.SIGKILL, result.failure
 
 
 def test_a_failed_channel_stops_a_script_that_ignores_sigterm(

@@ -331,6 +331,10 @@ class _Run:
             if self.cause is not None:
                 self.groups.stop(self._stop_grace(self.cause))
             if self.groups.settle():
+                # A script may have ended between the two calls above (settle() sees it gone):
+                # its exit code must still be noted, or a script killed after the grace would
+                # count as one that exited 0.
+                self._note_failures()
                 return
             time.sleep(0.05)
 
