@@ -273,6 +273,52 @@ def test_construction_checks_the_channel_and_options(job: ServedJob) -> None:
     assert job.next_epoch("train") == 0
 
 
+# Augmented manifests: one record per attribute, grouped back into lines.
+
+NAMES = ["source-ref", "class"]
+
+
+def manifest_records(lines: int) -> list[bytes]:
+    images = [f"image {i} ".encode() * (1 + i % 7) for i in range(lines)]
+    return [r for i, image in enumerate(images) for r in (image, b"%d" % (i % 3))]
+
+
+def as_lines(records: list[bytes]) -> list[dict[str, bytes]]:
+    return [dict(zip(NAMES, records[i : i + 2])) for i in range(0, len(records), 2)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_attribute_names_yield_each_line_whole(job: ServedJob, workers: int) -> None:
+    records = manifest_records(501)
+    job.serve("train", [records[:301], records[301:]])  # a line split across two objects
+    # One line per item, so runs of one line (DataLoader takes an item from each worker in turn).
+    dataset = PipeModeDataset("train", attribute_names=NAMES, batch_size=1, **job.dirs())
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+    for epoch in range(2):
+        assert list(loader) == as_lines(records)
+        assert job.next_epoch("train") == epoch + 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_partial_manifest_line_is_an_error_not_a_misaligned_line(
+    job: ServedJob, workers: int
+) -> None:
+    records = manifest_records(40)[:-1]  # the last line lacks its class
+    job.serve("train", [records])
+    dataset = PipeModeDataset("train", attribute_names=NAMES, batch_size=1, **job.dirs())
+    seen: list[dict[str, bytes]] = []
+    with pytest.raises(CorruptRecordError, match=r"'train'.*do not make whole lines"):
+        for line in DataLoader(dataset, batch_size=None, num_workers=workers):
+            seen.append(line)
+    assert seen == as_lines(records[:-1])
+
+
+def test_attribute_names_do_not_go_with_features(job: ServedJob) -> None:
+    job.serve("train", [[b"x"]])
+    with pytest.raises(PipeModeDatasetException, match="attribute_names= and features="):
+        PipeModeDataset("train", attribute_names=NAMES, features=FEATURES, **job.dirs())
+
+
 class _VarLenFeature:
     dtype = "int64"
 

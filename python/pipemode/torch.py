@@ -31,7 +31,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
@@ -41,7 +41,7 @@ import torch.distributed
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipemode._native import ExampleSpec
-from pipemode.channel import Epoch, PipeModeChannel
+from pipemode.channel import Epoch, PipeModeChannel, whole_lines
 from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, FeatureColumn, feature_columns
 from pipemode.errors import PipeModeDatasetException
 from pipemode.reader import RecordReader
@@ -79,6 +79,11 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
     `[rows, *shape]` that share the decoder's buffers (string features stay numpy object arrays
     of `bytes`), or `transform(batch)`. Use `DataLoader(dataset, batch_size=None)`.
 
+    `attribute_names=` (an augmented manifest's `AttributeNames`, RecordIO-wrapped): each item
+    is one manifest line, `{name: bytes}` (or `transform(line)`); with several workers, lines are
+    dealt in runs of `batch_size` lines, never split. An epoch whose records do not make whole
+    lines raises a `CorruptRecordError` naming the channel and epoch.
+
     Whatever `num_workers` and `persistent_workers` are, each record of an epoch is yielded
     once, in the channel's order as above. Under torchrun, several local ranks
     (`LOCAL_WORLD_SIZE` > 1) must say how they share the host's FIFOs: `local_ranks="deal"`,
@@ -104,6 +109,7 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
         open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
         multipart: str = "dmlc",
         local_ranks: str | None = None,
+        attribute_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.pipe_channel = PipeModeChannel(
@@ -115,7 +121,10 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
             max_corrupted_records_to_skip=max_corrupted_records_to_skip,
             open_timeout=open_timeout,
             multipart=multipart,
+            attribute_names=attribute_names,
         )
+        if features is not None and attribute_names is not None:
+            raise PipeModeDatasetException("attribute_names= and features= do not go together")
         if batch_size < 1:
             raise PipeModeDatasetException(f"batch_size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
@@ -168,6 +177,11 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
             yield from map(to_tensors, self._decoded(epoch))
         else:
             with self.pipe_channel.open_reader(epoch) as reader:
+                names = self.pipe_channel.attribute_names
+                if names:
+                    yield from whole_lines(reader.batches(), names)
+                    self._check_whole_lines(reader, epoch)
+                    return
                 for batch in reader.batches():
                     yield from batch.to_list()
 
@@ -185,7 +199,17 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
             yield from self._decoded(epoch)
         else:
             with self.pipe_channel.open_reader(epoch) as raw:
-                yield from _record_runs(raw, self.batch_size)
+                names = self.pipe_channel.attribute_names
+                if not names:
+                    yield from _record_runs(raw, self.batch_size)
+                    return
+                # Runs of whole lines, so that no line is split between two workers.
+                for run in _record_runs(raw, self.batch_size * len(names)):
+                    yield _lines_of(run, names)
+                self._check_whole_lines(raw, epoch)
+
+    def _check_whole_lines(self, reader: RecordReader, epoch: Epoch) -> None:
+        self.pipe_channel.check_whole_lines(reader.records_read, epoch, reader.bytes_read)
 
     def _lead(self, seat: _Seat) -> Iterator[Any]:
         dealer = _Dealer(self, seat)
@@ -218,6 +242,15 @@ def to_tensors(batch: Mapping[str, np.ndarray]) -> dict[str, Any]:
         name: column if column.dtype == object else torch.from_numpy(column)
         for name, column in batch.items()
     }
+
+
+def _lines_of(records: list[bytes], names: Sequence[str]) -> list[dict[str, bytes]]:
+    """The whole lines among `records` (a partial line at the end is left to the count check)."""
+    width = len(names)
+    return [
+        dict(zip(names, records[start : start + width]))
+        for start in range(0, len(records) - width + 1, width)
+    ]
 
 
 def _record_runs(reader: RecordReader, size: int) -> Iterator[list[bytes]]:
