@@ -181,6 +181,9 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
         try:
             for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
                 yield from raw_batch_tensors(batch)
+            # With attribute_names: raised before a partial line could make an element (the
+            # lines' batch drops remainders).
+            channel.check_whole_lines(reader.records_read, epoch, reader.bytes_read)
         finally:
             reader.close()
 
@@ -197,21 +200,7 @@ def _manifest_lines(
     if features is not None:
         raise PipeModeDatasetException("attribute_names= and features= do not go together")
     names = channel.attribute_names or ()
-
-    @_ends_at_exit
-    def generate() -> Iterator[RawBatchTensors]:
-        _Exit.pipelines_started = True
-        epoch = channel.claim_next_epoch()
-        reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
-        try:
-            for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
-                yield from raw_batch_tensors(batch)
-            # Raised before the partial line could make an element (batch drops remainders).
-            channel.check_whole_lines(reader.records_read, epoch, reader.bytes_read)
-        finally:
-            reader.close()
-
-    lines = records_from_batches(generate).batch(len(names), drop_remainder=True)
+    lines = _raw_records(channel, meter).batch(len(names), drop_remainder=True)
     return lines.map(lambda values: {name: values[i] for i, name in enumerate(names)})
 
 

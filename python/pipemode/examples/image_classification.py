@@ -19,7 +19,7 @@ import warnings
 import tensorflow as tf
 
 from pipemode import PipeModeDataset
-from pipemode.examples.tutorial import export_saved_model
+from pipemode.examples.tutorial import export_saved_model, is_first_host
 
 ATTRIBUTES = ["source-ref", "class"]
 
@@ -65,11 +65,6 @@ def classifier(args: argparse.Namespace) -> tf.keras.Model:
         metrics=["accuracy"],
     )
     return model
-
-
-def is_first_host() -> bool:
-    hosts = json.loads(os.environ.get("SM_HOSTS", '["algo-1"]'))
-    return os.environ.get("SM_CURRENT_HOST", hosts[0]) == hosts[0]
 
 
 def main() -> None:
