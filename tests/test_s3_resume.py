@@ -365,7 +365,9 @@ def test_a_long_listing_is_streamed_while_it_goes_on(
     for i in range(2500):  # three pages of a listing
         backend.put_object(bucket.name, f"l/{i:05d}", b"%05d" % i * (size // 5))
     monkeypatch.setenv("PIPEMODE_S3_MAX_BYTES_IN_FLIGHT", str(4 * size))
-    proxy.latency = 0.05
+    # The listing starts with the job, the GETs once the script opens its FIFO: each of the
+    # three pages must take longer than a Python start-up on a busy machine (CI saw 0.05 s lose).
+    proxy.latency = 0.5
     # The script reads the first objects and leaves: no need to fetch 2,500 of them.
     entry = script(
         tmp_path,

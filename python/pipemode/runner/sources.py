@@ -117,7 +117,9 @@ class _LocalReader(io.RawIOBase):
         return count
 
     def close(self) -> None:
-        self._file.close()
+        # IOBase's finalizer calls close() also on a reader whose open() failed in __init__.
+        if hasattr(self, "_file"):
+            self._file.close()
         super().close()
 
 
