@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.sources import s3_client
-from runner_helpers import fifos_under, recorded, run, script, use_s3_endpoint
+from runner_helpers import fifos_under, free_port, recorded, run, script, use_s3_endpoint
 
 MAGIC = 0xCED7230A
 
@@ -95,18 +95,12 @@ class Store:
         return f"s3://{self.bucket.name}/{name}" if self.bucket is not None else name
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server in a process of its own, so that what it holds in memory is not counted
     in the runner's peak (the runner's feeders run in this process)."""
     pytest.importorskip("moto.server")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

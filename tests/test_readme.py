@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import struct
 import tarfile
 import warnings
@@ -25,7 +24,7 @@ import numpy as np
 import pipemode
 import pytest
 from conftest import FifoFeeder
-from runner_helpers import use_s3_endpoint
+from runner_helpers import moto_s3_server, use_s3_endpoint
 
 README = Path(__file__).parents[1] / "README.md"
 SKIP_MARKER = re.compile(r"^# readme-test: skip \((?P<why>.+)\)$", re.MULTILINE)
@@ -249,20 +248,14 @@ SETUPS: dict[str, Callable[..., Setup]] = {
 def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Put]:
     """`put({key: body})` into a bucket named `my-bucket`, the README's, on a moto server."""
     boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("moto.server")
     from pipemode.runner.sources import s3_client
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    use_s3_endpoint(monkeypatch, endpoint)
-    bucket = boto3.resource("s3", endpoint_url=endpoint).create_bucket(Bucket="my-bucket")
-    yield lambda objects: [bucket.put_object(Key=k, Body=v) for k, v in objects.items()]
-    s3_client.cache_clear()
-    server.stop()
+    with moto_s3_server() as endpoint:
+        use_s3_endpoint(monkeypatch, endpoint)
+        bucket = boto3.resource("s3", endpoint_url=endpoint).create_bucket(Bucket="my-bucket")
+        yield lambda objects: [bucket.put_object(Key=k, Body=v) for k, v in objects.items()]
+        s3_client.cache_clear()
 
 
 @pytest.mark.parametrize(("line", "code"), BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS])

@@ -20,11 +20,11 @@ from pipemode.decode import encode_example
 from pipemode.runner import Channel, JobResult, TrainingJob
 from pipemode.runner.distribution import Distribution
 from pipemode.runner.sources import s3_client
-from runner_helpers import recorded, use_s3_endpoint
+from runner_helpers import moto_s3_server, recorded, use_s3_endpoint
 
 tf = pytest.importorskip("tensorflow")
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from pipemode import PipeModeDataset  # noqa: E402  (needs TensorFlow)
 from tensorflow.python.distribute import input_ops  # noqa: E402
@@ -152,21 +152,10 @@ def _replay_sgd(seen: list[list[int]], batch: int) -> tuple[float, float]:
     return w, b
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import json
 import os
-import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,27 +14,18 @@ from typing import Any
 import pytest
 from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.sources import s3_client
-from runner_helpers import fifos_under, recorded, run, script, use_s3_endpoint
+from runner_helpers import fifos_under, moto_s3_server, recorded, run, script, use_s3_endpoint
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 _SECRET = "pipemode-test-secret-key-never-logged"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port())
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -21,22 +21,25 @@ from typing import Any
 import pytest
 from pipemode.runner import Channel, JobConfigError
 from pipemode.runner.sources import s3_client
-from runner_helpers import fifos_under, folder_of_files, recorded, run, script, use_s3_endpoint
+from runner_helpers import (
+    fifos_under,
+    folder_of_files,
+    moto_s3_server,
+    recorded,
+    run,
+    script,
+    use_s3_endpoint,
+)
 from s3_proxy import CUT_PLACES, FaultyProxy, is_object_get
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    from test_s3 import _free_port
-
-    moto = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port())
-    moto.start()
-    host, port = moto.get_host_and_port()
-    yield f"http://{host}:{port}"
-    moto.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
