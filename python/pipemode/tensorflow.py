@@ -401,7 +401,9 @@ class _Exit:
             return
         stop_readers_at_exit()
         for obj in gc.get_objects():
-            if isinstance(obj, tf.data.Iterator):
+            # type(obj), not isinstance: isinstance reads obj.__class__, which warns on some
+            # objects (torch.distributed.reduce_op prints a FutureWarning at exit).
+            if issubclass(type(obj), tf.data.Iterator):
                 ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
