@@ -56,6 +56,9 @@ _FAILURE_TAIL_LINES = 40
 # stuck in collectives that cannot complete, and TensorFlow's MultiWorkerMirroredStrategy
 # catches SIGTERM (as a preemption notice) and carries on.
 PEER_FAILURE_GRACE = 10.0
+# How often the job looks at its scripts and feeders. Scripts that exit within one look are
+# ordered by when their exit watchers woke (ScriptProcess.exited_at), not by host order.
+POLL_INTERVAL = 0.05
 
 
 def default_job_name(entry_point: str | os.PathLike[str]) -> str:
@@ -336,7 +339,7 @@ class _Run:
                 # count as one that exited 0.
                 self._note_failures()
                 return
-            time.sleep(0.05)
+            time.sleep(POLL_INTERVAL)
 
     def _note_failures(self) -> None:
         """Records the first failure as the cause, and the scripts' exits as they come."""
