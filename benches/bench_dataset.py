@@ -43,8 +43,7 @@ from pipemode import PipeModeDataset, RecordReader
 from pipemode.tensorflow import (
     RAW_BATCH_BYTES,
     RAW_BATCH_RECORDS,
-    RawBatchTensors,
-    raw_batch_tensors,
+    raw_batch_tensor,
     records_from_batches,
 )
 
@@ -160,15 +159,11 @@ def parse_batch(records: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.io.decode_raw(parsed["data"], tf.float64), parsed["labels"]
 
 
-def premade_batches(stream: Path) -> list[RawBatchTensors]:
+def premade_batches(stream: Path) -> list[np.ndarray]:
     """What PipeModeDataset's generator yields for `stream`, made in advance by the same reader
     and conversion from a regular file."""
     with RecordReader(stream, "RecordIO", max_batch_bytes=RAW_BATCH_BYTES) as reader:
-        return [
-            element
-            for batch in reader.batches(RAW_BATCH_RECORDS)
-            for element in raw_batch_tensors(batch)
-        ]
+        return [raw_batch_tensor(batch) for batch in reader.batches(RAW_BATCH_RECORDS)]
 
 
 def measure(

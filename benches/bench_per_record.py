@@ -1,6 +1,7 @@
 """The tutorial's per-record pipeline on PipeModeDataset, the incumbent and TFRecordDataset.
 
     python benches/bench_per_record.py [--records 24000] [--rounds 5] [--map parse|length]
+                                       [--rows pipemode,incumbent,TFRecordDataset]
 
 Every row runs `<source>.prefetch(10).map(fn, num_parallel_calls=AUTOTUNE).batch(64)`, where fn
 is the tutorial's `parse_single_example` + `decode_raw` (or, with `--map length`, a trivial
@@ -134,6 +135,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=24_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--map", choices=("parse", "length"), default="parse")
+    parser.add_argument(
+        "--rows", default="", help="only rows whose names start with one of these (comma-separated)"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -142,10 +146,12 @@ def main() -> None:
 
     import tensorflow as tf
 
+    wanted = tuple(name for name in args.rows.split(",") if name)
     rows = [
         r
         for r in ROWS
-        if r != "incumbent (FIFO)" or importlib.util.find_spec("sagemaker_tensorflow")
+        if (r != "incumbent (FIFO)" or importlib.util.find_spec("sagemaker_tensorflow"))
+        and (not wanted or r.startswith(wanted))
     ]
     folder = Path(tempfile.mkdtemp(prefix="pipemode-per-record-"))
     try:
@@ -179,7 +185,7 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
         print(f"{row:24} {median(row, 'per_second'):10,.0f} {median(row, 'cpu_us'):14.1f}")
     print()
     ours = "pipemode (FIFO)"
-    for theirs in results:
+    for theirs in results if ours in results else ():
         if theirs == ours:
             continue
         # Per round too: the rows of one round ran within a minute of each other.

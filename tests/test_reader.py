@@ -99,6 +99,8 @@ def test_record_batch_views(tmp_path):
     with pytest.raises(IndexError):
         batch[-5]
     assert list(batch) == records == batch.to_list()
+    array = batch.to_array()
+    assert array.dtype == object and array.shape == (4,) and list(array) == records
     assert batch.to_bytes() == b"abcdef" == bytes(memoryview(batch))
     assert batch.nbytes == 6
     assert memoryview(batch).readonly

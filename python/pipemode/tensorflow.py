@@ -4,9 +4,9 @@ Replace `from sagemaker_tensorflow import PipeModeDataset` with
 `from pipemode import PipeModeDataset` and the rest of a training script keeps working.
 
 How records get into TF fast: the Rust reader frames records on its own thread into batches of
-up to a thousand, and each batch crosses into TF in one `from_generator` step, as a few strings
-of whole records' payloads plus int64 offsets; TF splits them with one `tf.strings.substr` and
-unbatches. One Python call per record would cost ~150 µs each, more than reading the record.
+up to a thousand, and each batch crosses into TF in one `from_generator` step, as one string
+tensor of a record per element, which TF unbatches. One Python call per record would cost
+~150 µs each, more than reading the record.
 
 With `features=`, tf.train.Example records are decoded in Rust into dense columns, and blocks of
 several batches cross at once and are split into `batch_size` batches inside TF.
@@ -41,20 +41,13 @@ __all__ = ["PipeModeDataset"]
 
 # A batch handed from Rust to TF on the raw path holds up to this many records or this many
 # payload bytes: large enough that the one Python call per batch is noise, small enough that
-# the batch stays in cache while it is copied into TF's strings and split: on 8 KB records,
-# 0.5-2 MiB batches ran 15-30% faster than 8 MiB ones (median of 8 runs each).
+# the batch stays in cache while it is copied into Python's and then TF's strings: on 8 KB
+# records, 2 MiB batches ran 15-30% faster than 8 MiB ones (median of 8 runs each), and the
+# per-record pipeline took more CPU per record with 512 KiB ones (one run of 6 rounds).
 RAW_BATCH_RECORDS = 1024
 RAW_BATCH_BYTES = 2 << 20
-# ... and crosses as strings of whole records of at most this many bytes each. TF fixes glibc's
-# mmap threshold at 128 KiB when it builds a from_generator dataset (its Python 3.11 memory
-# patch), so every larger string would be a fresh mapping, page-faulted in and unmapped again;
-# 64 KiB runs come from the heap, already mapped, and stay in cache while TF splits them.
-RAW_CHUNK_BYTES = 64 << 10
-
-_RAW_SIGNATURE = (
-    tf.TensorSpec(shape=(None,), dtype=tf.string),  # runs of whole records' payloads
-    tf.TensorSpec(shape=(None, None), dtype=tf.int64),  # [runs, records per run + 1] bounds
-)
+# One record per element of the string tensor a batch crosses as.
+_RAW_SIGNATURE = tf.TensorSpec(shape=(None,), dtype=tf.string)
 
 
 class PipeModeDataset(tf.data.Dataset):
@@ -173,14 +166,14 @@ def _ends_at_exit(generate: Callable[[], Iterator[_Element]]) -> Callable[[], It
 
 def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.data.Dataset:
     @_ends_at_exit
-    def generate() -> Iterator[RawBatchTensors]:
+    def generate() -> Iterator[np.ndarray]:
         _Exit.pipelines_started = True
         # A generator's body runs on its first next(): the epoch is claimed on the first read.
         epoch = channel.claim_next_epoch()
         reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
         try:
             for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
-                yield from raw_batch_tensors(batch)
+                yield raw_batch_tensor(batch)
             # With attribute_names: raised before a partial line could make an element (the
             # lines' batch drops remainders).
             channel.check_whole_lines(reader.records_read, epoch, reader.bytes_read)
@@ -188,9 +181,6 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
             reader.close()
 
     return records_from_batches(generate)
-
-
-RawBatchTensors = tuple[np.ndarray, np.ndarray]
 
 
 def _manifest_lines(
@@ -204,30 +194,22 @@ def _manifest_lines(
     return lines.map(lambda values: {name: values[i] for i, name in enumerate(names)})
 
 
-def raw_batch_tensors(batch: RecordBatch) -> list[RawBatchTensors]:
-    """What crosses into TF for a batch of raw records: runs of whole records' payloads, one
-    `bytes` each (see `RAW_CHUNK_BYTES`), and their `[runs, records per run + 1]` bounds; and
-    sometimes a second element for the records left over, as one shorter run."""
-    return batch.to_chunks(RAW_CHUNK_BYTES)
+def raw_batch_tensor(batch: RecordBatch) -> np.ndarray:
+    """What crosses into TF for a batch of raw records: one `bytes` per record, in a 1-d object
+    array that TF copies into a string tensor in one call.
 
-
-def records_from_batches(generate: Callable[[], Iterator[RawBatchTensors]]) -> tf.data.Dataset:
-    """One scalar string per record from a generator of `raw_batch_tensors` elements.
-
-    One Python call per batch, and one vectorised `tf.strings.substr` splits all its records:
-    measured faster than an object array of one `bytes` per record, which costs a Python
-    object per record on the way in and TF's conversion of each.
+    Measured against runs of whole records (64 KiB `bytes`) split in TF by one
+    `tf.strings.substr`: that copies each record once more, and on the tutorial's per-record
+    pipeline cost 10-20% more CPU per record (benches/README.md, issue 15).
     """
+    return batch.to_array()
+
+
+def records_from_batches(generate: Callable[[], Iterator[np.ndarray]]) -> tf.data.Dataset:
+    """One scalar string per record from a generator of `raw_batch_tensor` elements: one Python
+    call per batch, not per record."""
     batches = tf.data.Dataset.from_generator(generate, output_signature=_RAW_SIGNATURE)
-    return batches.map(_split_payloads).unbatch()
-
-
-def _split_payloads(payloads: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
-    starts = offsets[:, :-1]
-    # Each run's payload string broadcasts over its row of starts and lengths; row-major order
-    # is record order.
-    records = tf.strings.substr(payloads[:, tf.newaxis], starts, offsets[:, 1:] - starts)
-    return tf.reshape(records, [-1])
+    return batches.unbatch()
 
 
 def _dense_batches(

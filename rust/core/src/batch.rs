@@ -136,29 +136,6 @@ impl RecordBatch {
             .map(|w| &self.data[w[0] as usize..w[1] as usize])
     }
 
-    /// The batch as runs of one number of records, each a contiguous slice of the payload
-    /// buffer of at most `max_chunk_bytes` unless one record is larger, and possibly a last,
-    /// shorter run in [`Chunks::rest`].
-    pub fn chunks(&self, max_chunk_bytes: usize) -> Chunks<'_> {
-        let records = self.len();
-        let largest = self.iter().map(<[u8]>::len).max().unwrap_or(0);
-        let fit = max_chunk_bytes.checked_div(largest).unwrap_or(usize::MAX);
-        let fit = fit.clamp(1, records.max(1));
-        // A count that divides the batch leaves no shorter run, which TF would take as one more
-        // element; worth runs up to half as large, not smaller.
-        let dividing = (1..=fit)
-            .rev()
-            .find(|&count| records.is_multiple_of(count))
-            .unwrap_or(1);
-        let records_per_chunk = if 2 * dividing > fit { dividing } else { fit };
-        Chunks {
-            batch: self,
-            first: 0,
-            len: records / records_per_chunk,
-            records_per_chunk,
-        }
-    }
-
     /// The payload buffer and the `len() + 1` offsets, taken out of the batch: the caller's
     /// now, they no longer go back to the builder's pool.
     pub fn into_parts(mut self) -> (Vec<u8>, Vec<i64>) {
@@ -167,74 +144,6 @@ impl RecordBatch {
             std::mem::take(&mut self.data),
             std::mem::take(&mut self.offsets),
         )
-    }
-}
-
-/// Records of a [`RecordBatch`] as `len()` runs of `records_per_chunk()` consecutive records.
-/// The runs share one record count so that their boundaries form a `[len(),
-/// records_per_chunk() + 1]` matrix, which TF splits in one vectorised op; each run is small so
-/// that whoever copies it (Python, TF) allocates from its heap, not a fresh mapping.
-#[derive(Debug, Clone, Copy)]
-pub struct Chunks<'a> {
-    batch: &'a RecordBatch,
-    /// The first record of the first run.
-    first: usize,
-    len: usize,
-    records_per_chunk: usize,
-}
-
-impl<'a> Chunks<'a> {
-    /// Records in each run.
-    pub fn records_per_chunk(&self) -> usize {
-        self.records_per_chunk
-    }
-
-    /// The number of runs.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when there is no run.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The batch's records after these runs, as one shorter run, if any are left.
-    pub fn rest(&self) -> Option<Chunks<'a>> {
-        let end = self.first + self.len * self.records_per_chunk;
-        let left = self.batch.len() - end;
-        (left > 0).then_some(Chunks {
-            batch: self.batch,
-            first: end,
-            len: 1,
-            records_per_chunk: left,
-        })
-    }
-
-    /// Each run's payloads, back to back.
-    pub fn payloads(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
-        let batch = self.batch;
-        self.bounds()
-            .map(move |bounds| &batch.data[bounds[0] as usize..bounds[bounds.len() - 1] as usize])
-    }
-
-    /// Row-major `[len(), records_per_chunk() + 1]` record boundaries, each row relative to the
-    /// start of its run.
-    pub fn relative_offsets(&self) -> Vec<i64> {
-        let mut matrix = Vec::with_capacity(self.len * (self.records_per_chunk + 1));
-        for bounds in self.bounds() {
-            matrix.extend(bounds.iter().map(|offset| offset - bounds[0]));
-        }
-        matrix
-    }
-
-    /// Each run's `records_per_chunk() + 1` boundaries in the batch's payload buffer.
-    fn bounds(&self) -> impl ExactSizeIterator<Item = &'a [i64]> + 'a {
-        let (offsets, first, per_chunk) = (&self.batch.offsets, self.first, self.records_per_chunk);
-        (0..self.len).map(move |run| {
-            let start = first + run * per_chunk;
-            &offsets[start..=start + per_chunk]
-        })
     }
 }
 

@@ -40,8 +40,7 @@ pub mod source;
 pub mod writer;
 
 pub use batch::{
-    BatchBuilder, Chunks, RecordBatch, RecordBatchBuilder, DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_BATCH_BYTES,
+    BatchBuilder, RecordBatch, RecordBatchBuilder, DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_BYTES,
 };
 pub use error::{Error, RecordError, Result};
 pub use framing::{Format, Multipart};

@@ -3,8 +3,8 @@
 
 use std::ffi::c_int;
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods};
-use pipemode_core::{Chunks, RecordBatch};
+use numpy::{PyArray1, PyArrayMethods};
+use pipemode_core::RecordBatch;
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -83,21 +83,15 @@ impl PyRecordBatch {
         PyBytes::new(py, self.batch.data())
     }
 
-    /// The batch cut into runs of whole records for TensorFlow: one or two `(payloads,
-    /// offsets)` pairs, each a 1-d object array of `bytes`, one per run, of at most
-    /// `max_chunk_bytes` (unless one record is larger), and the runs' `int64[runs,
-    /// records_per_run + 1]` boundaries relative to each run. A second pair, if any, holds the
-    /// records left over as one shorter run.
-    fn to_chunks<'py>(
-        &self,
-        py: Python<'py>,
-        max_chunk_bytes: usize,
-    ) -> PyResult<Vec<(ChunkPayloads<'py>, ChunkOffsets<'py>)>> {
-        let chunks = self.batch.chunks(max_chunk_bytes);
-        std::iter::once(chunks)
-            .chain(chunks.rest())
-            .map(|chunks| chunk_arrays(py, chunks))
-            .collect()
+    /// The records as a one-dimensional numpy array of `bytes` (dtype object), which
+    /// TensorFlow turns into a string tensor of one record per element in one call.
+    fn to_array<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<Py<PyAny>>> {
+        let records: Vec<Py<PyAny>> = self
+            .batch
+            .iter()
+            .map(|record| PyBytes::new(py, record).into_any().unbind())
+            .collect();
+        PyArray1::from_vec(py, records)
     }
 
     /// The records as a list of `bytes`.
@@ -137,22 +131,6 @@ impl PyRecordBatch {
         }
         Ok(())
     }
-}
-
-type ChunkPayloads<'py> = Bound<'py, PyArray1<Py<PyAny>>>;
-type ChunkOffsets<'py> = Bound<'py, PyArray2<i64>>;
-
-fn chunk_arrays<'py>(
-    py: Python<'py>,
-    chunks: Chunks<'_>,
-) -> PyResult<(ChunkPayloads<'py>, ChunkOffsets<'py>)> {
-    let payloads: Vec<Py<PyAny>> = chunks
-        .payloads()
-        .map(|payload| PyBytes::new(py, payload).into_any().unbind())
-        .collect();
-    let offsets = PyArray1::from_vec(py, chunks.relative_offsets())
-        .reshape([chunks.len(), chunks.records_per_chunk() + 1])?;
-    Ok((PyArray1::from_vec(py, payloads), offsets))
 }
 
 #[pyclass(module = "pipemode._native", frozen)]
