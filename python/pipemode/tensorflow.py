@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import gc
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -48,6 +50,10 @@ RAW_BATCH_RECORDS = 1024
 RAW_BATCH_BYTES = 2 << 20
 # One record per element of the string tensor a batch crosses as.
 _RAW_SIGNATURE = tf.TensorSpec(shape=(None,), dtype=tf.string)
+# How much freed memory glibc may keep at the top of a heap rather than give back to the OS (see
+# `_keep_freed_heap_for_reuse`): several raw batches' worth of Python and TF strings.
+HEAP_KEPT_BYTES = 16 << 20
+_M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 
 
 class PipeModeDataset(tf.data.Dataset):
@@ -208,8 +214,34 @@ def raw_batch_tensor(batch: RecordBatch) -> np.ndarray:
 def records_from_batches(generate: Callable[[], Iterator[np.ndarray]]) -> tf.data.Dataset:
     """One scalar string per record from a generator of `raw_batch_tensor` elements: one Python
     call per batch, not per record."""
+    _keep_freed_heap_for_reuse()
     batches = tf.data.Dataset.from_generator(generate, output_signature=_RAW_SIGNATURE)
     return batches.unbatch()
+
+
+@functools.cache
+def _keep_freed_heap_for_reuse() -> None:
+    """Raises glibc's trim threshold to `HEAP_KEPT_BYTES`, once per process.
+
+    Each raw batch becomes Python `bytes`, then TF strings, then is freed: megabytes at a time.
+    glibc gives the top of a heap back to the OS once more than its trim threshold is free
+    there, and would raise that threshold itself as large blocks come and go, but TF fixes the
+    mmap threshold when it builds a `from_generator` dataset, which stops that: the threshold
+    stays at 128 KiB, so every batch's pages were given back and faulted in again. On the
+    tutorial's per-record pipeline that was ~4 page faults per 8 KB record on TF 2.21 (0.1 with
+    this), ~10-20% of its CPU (benches/README.md, issue 15). A `MALLOC_TRIM_THRESHOLD_` in the
+    environment is the user's choice and stays; other C libraries have no such threshold.
+    """
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ or not _glibc():
+        return
+    ctypes.CDLL(None).mallopt(_M_TRIM_THRESHOLD, HEAP_KEPT_BYTES)
+
+
+def _glibc() -> bool:
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):  # a name this platform does not know
+        return False
 
 
 def _dense_batches(
