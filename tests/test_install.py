@@ -49,7 +49,15 @@ def test_the_command_says_the_version(command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["py.typed", "_native.pyi", "examples/tutorial.py", "examples/tutorial_dense.py"]
+    "name",
+    [
+        "py.typed",
+        "_native.pyi",
+        "examples/tutorial.py",
+        "examples/tutorial_dense.py",
+        "examples/tutorial_torch.py",
+        "examples/image_classification.py",
+    ],
 )
 def test_the_package_carries_its_typing_and_examples(name: str) -> None:
     assert (PACKAGE / name).is_file()

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pipemode.cli import main
+from pipemode.examples import IMAGE_CLASSIFICATION
 from pipemode.generate import IMAGE_MANIFEST, generate_images
 
 Image = pytest.importorskip("PIL.Image")
-EXAMPLE = Path(__file__).parent.parent / "python/pipemode/examples/image_classification.py"
 
 
 def manifest_lines(folder: Path) -> list[dict]:
@@ -87,7 +87,7 @@ def test_the_example_learns_the_classes_through_local_pipe_mode(tmp_path: Path) 
             "images",
             "--hyperparameter",
             "epochs=4",
-            str(EXAMPLE),
+            str(IMAGE_CLASSIFICATION),
         ]
     )
     assert code == 0
