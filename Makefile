@@ -12,7 +12,7 @@ PYTHON3 ?= python3
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 # What the wheels are built and checked with (not an extra: they are needed before any wheel).
-BUILD_TOOLS := "maturin>=1.7,<2" "ziglang>=0.13" "auditwheel>=6"
+BUILD_TOOLS := "maturin>=1.7,<2" "ziglang>=0.13,<0.18" "auditwheel>=6"
 TOOLS := $(VENV)/.pipemode-build-tools
 # Everything a wheel is made of; `make wheel` rebuilds the wheels when one changed.
 WHEEL_SOURCES := $(shell find rust python \( -path rust/core/fuzz -o -name __pycache__ \) -prune -o -type f -not -name '*.so' -print) Cargo.toml Cargo.lock pyproject.toml README.md
@@ -26,7 +26,7 @@ empty :=
 space := $(empty) $(empty)
 REQUIRE := $(if $(filter tensorflow,$(EXTRAS)),tensorflow) $(if $(filter torch pytorch,$(EXTRAS)),torch) boto3 moto
 
-.PHONY: help install develop wheel sdist test test-rust test-python test-wheels lint fmt fuzz bench demo
+.PHONY: help install develop wheel sdist test test-rust test-python test-wheels test-sdist lint fmt fuzz bench demo
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,7 +62,7 @@ develop: | $(PYTHON) ## Install editable from python/ instead (quicker edits; `m
 	$(PIP) install --quiet -e ".[$(subst $(space),$(comma),$(EXTRAS))]"
 	@rm -f $(INSTALLED)
 
-test: test-rust test-python test-wheels ## Set up, then run every test: Rust, then Python on the wheels
+test: test-rust test-python test-wheels test-sdist ## Set up, then run every test: Rust, then Python on the wheels and the sdist
 
 test-rust: ## cargo test of the core (unit, property and doc tests)
 	cargo test --workspace --exclude pipemode-python
@@ -73,6 +73,9 @@ test-python: install ## pytest on the installed wheel, every extra present (none
 
 test-wheels: wheel ## Each CPython's wheel in a fresh venv, without Rust; TensorFlow 2.14 on 3.10
 	.ci/test-wheels
+
+test-sdist: sdist ## The sdist built from source (Rust needed) in a fresh venv, and its install tests
+	.ci/test-sdist
 
 lint: install ## rustfmt, clippy, ruff, and the native module's stub checked against it
 	cargo fmt --all --check
@@ -102,4 +105,5 @@ bench: install ## The benchmarks of benches/ (figures in benches/README.md)
 
 demo: $(PYTHON) ## Install with TensorFlow and run the tutorial end to end (`pipemode demo`)
 	$(PIP) install --quiet ".[tensorflow]"
+	@rm -f $(INSTALLED)
 	$(VENV)/bin/pipemode demo
