@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipemode.runner import Channel, JobConfigError
+from pipemode.runner import Channel, JobConfigError, JobResult
 from pipemode.runner.sources import s3_client
 from runner_helpers import (
     fifos_under,
@@ -78,6 +78,28 @@ def proxy(server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultyProxy]
 def put(bucket: Any, objects: dict[str, bytes]) -> None:
     for key, body in objects.items():
         bucket.put_object(Key=key, Body=body)
+
+
+def moto_backend() -> Any:
+    """The moto server's own store (it runs in this process): puts that skip HTTP, and that
+    land at once, even from inside a request the proxy is about to relay."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+
+def job_failure(result: JobResult) -> str:
+    """The reason in the job's output/failure, where a user reads it (and result.failure)."""
+    assert result.exit_code != 0
+    text = (result.job_dir / "output" / "failure").read_text()
+    assert text == result.failure
+    return text
+
+
+def never_ended(result: JobResult) -> bool:
+    """True if the script never saw its epoch end (`_READ_THEN_RECORD` recorded nothing)."""
+    return not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
 
 
 _DIGESTS = """
@@ -200,7 +222,8 @@ def test_an_object_rewritten_to_another_size_fails_the_job(
     result = run(tmp_path, entry, [Channel("train", f"s3://{bucket.name}/r/")])
     assert result.exit_code != 0
     failure = result.failure or ""
-    assert f"cannot read s3://{bucket.name}/r/b at byte 0: it holds 3000 bytes" in failure
+    # Every GET carries If-Match on the listing's ETag (the size is checked too, behind it).
+    assert f"cannot read s3://{bucket.name}/r/b at byte 0: it changed during the job" in failure
     assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
 
 
@@ -208,6 +231,50 @@ _READ_THEN_RECORD = """
 data = read_epoch("train", 0)
 record("ended.json", len(data))  # must not happen: the epoch never ends short
 """
+
+
+@pytest.mark.parametrize(
+    ("listed_by", "rewrite"),
+    [("prefix", "same size"), ("manifest", "same size"), ("manifest", "longer")],
+)
+def test_an_object_rewritten_between_its_parts_fails_the_job_instead_of_being_spliced(
+    tmp_path: Path,
+    bucket: Any,
+    proxy: FaultyProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    listed_by: str,
+    rewrite: str,
+) -> None:
+    # Parts of 256 KiB (the proxy fixture's), fetched one at a time so that they go in order:
+    # the object is rewritten just before its third part is read, two parts in.
+    part = 256 << 10
+    old = os.urandom(4 * part + 1000)
+    new = os.urandom(len(old) + (0 if rewrite == "same size" else part))
+    put(bucket, {"v/x": old})
+    monkeypatch.setenv("PIPEMODE_S3_CONCURRENCY", "1")
+    third_part = b"\r\nrange: bytes=%d-" % (2 * part)
+    rewritten: list[bytes] = []
+
+    def rewrite_before_the_third_part(head: bytes) -> None:
+        if third_part in head.lower() and not rewritten:
+            moto_backend().put_object(bucket.name, "v/x", new)
+            rewritten.append(head)
+
+    proxy.on_request = rewrite_before_the_third_part
+    if listed_by == "prefix":  # listed with its size and ETag
+        channel = Channel("train", f"s3://{bucket.name}/v/")
+    else:  # neither known: both come with the first part
+        manifest = tmp_path / "manifest.json"
+        manifest.write_text(json.dumps([{"prefix": f"s3://{bucket.name}/v/"}, "x"]))
+        channel = Channel("train", str(manifest), s3_data_type="ManifestFile")
+    result = run(tmp_path, script(tmp_path, _READ_THEN_RECORD), [channel])
+    assert rewritten
+    failure = job_failure(result)
+    # The ETag pins every part; a longer object fails the size check too, whichever comes first.
+    reason = "it changed during the job" + ("" if rewrite == "same size" else "|it holds")
+    at = rf"cannot read s3://{bucket.name}/v/x at byte {2 * part}: ({reason})"
+    assert re.search(at, failure), failure
+    assert never_ended(result)
 
 
 def test_an_object_that_cannot_be_read_fails_the_job_in_bounded_time(
