@@ -34,8 +34,12 @@ from pipemode.errors import JobConfigError
 
 __all__ = ["ObjectReadError", "Piece", "S3Reader", "S3Settings", "describe_error", "fetch_ahead"]
 
-# Each retry waits about BACKOFF_BASE * 2**n seconds (with jitter, as the AWS SDKs add), at most
-# BACKOFF_CAP: five attempts span about three seconds, long enough for a transient fault to pass.
+# After the n-th failure in a row a GET waits BACKOFF_BASE * 2**(n-1) seconds, at most BACKOFF_CAP,
+# times a jitter in [0.5, 1] (as the AWS SDKs add). With the default five attempts, the four waits
+# add up to at most 0.1 + 0.2 + 0.4 + 0.8 = 1.5 s (0.75 s at least); the cap is reached only from
+# the seventh failure in a row on (PIPEMODE_S3_ATTEMPTS of 8 or more). A failure itself may take
+# up to the read timeout (a server that stops answering), so a part fails after at most about
+# attempts * read_timeout + 1.5 s: 5 * 30 + 1.5 = 151.5 s with the defaults (README, S3 channels).
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 # A read that keeps making progress between failures may fail this many times as often.
