@@ -320,6 +320,8 @@ def test_a_stalled_server_times_out(
     failure = result.failure or ""
     assert re.search(rf"cannot read s3://{bucket.name}/d/a at byte \d+: .*timeout", failure, re.I)
     assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+    # PIPEMODE_S3_ATTEMPTS GETs in all: botocore retries none of them within the reader's own.
+    assert sum(map(is_object_get, proxy.requests)) == 2
 
 
 def test_small_objects_are_fetched_ahead_concurrently_and_in_order(

@@ -95,13 +95,15 @@ class S3Settings:
     def boto_config(self, own_retries: bool = False) -> Any:
         """botocore's Config; with `own_retries` (S3Reader's GETs) each request is tried once,
         since the reader retries it itself: botocore's retries within each of the reader's would
-        multiply the time a stalled server takes to fail."""
+        multiply the time a stalled server takes to fail. (botocore's `max_attempts` counts the
+        retries after the first try; `total_max_attempts` counts the tries.)"""
         from botocore.config import Config  # type: ignore[import-untyped]
 
+        tries = 1 if own_retries else self.attempts
         return Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"mode": "standard", "max_attempts": 1 if own_retries else self.attempts},
+            retries={"mode": "standard", "total_max_attempts": tries},
             # Every worker of a few channels at once keeps its connection open.
             max_pool_connections=max(10, 4 * self.concurrency),
         )
