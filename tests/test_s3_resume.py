@@ -324,6 +324,48 @@ def test_a_stalled_server_times_out(
     assert sum(map(is_object_get, proxy.requests)) == 2
 
 
+def test_a_truncated_gzip_object_on_s3_fails_the_job_naming_it_and_the_byte(
+    tmp_path: Path, bucket: Any, proxy: FaultyProxy
+) -> None:
+    cut = gzip.compress(os.urandom(100_000))[:-100]
+    put(bucket, {"gz/a.gz": gzip.compress(b"fine"), "gz/b.gz": cut})
+    result = run(
+        tmp_path,
+        script(tmp_path, _READ_THEN_RECORD),
+        [Channel("train", f"s3://{bucket.name}/gz/", compression="Gzip")],
+    )
+    failure = job_failure(result)
+    truncated = f"s3://{bucket.name}/gz/b.gz: gzip stream truncated at compressed byte {len(cut)}"
+    assert truncated in failure, failure
+    assert never_ended(result)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_listing_page_that_keeps_failing_fails_the_job_naming_the_prefix(
+    tmp_path: Path,
+    bucket: Any,
+    proxy: FaultyProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    shuffled: bool,
+) -> None:
+    backend = moto_backend()
+    for i in range(1500):  # two pages: the first is listed at job start, the second in a thread
+        backend.put_object(bucket.name, f"l/{i:05d}", b"%05d" % i)
+    monkeypatch.setenv("PIPEMODE_S3_ATTEMPTS", "2")
+    # Every request for the second page gets S3's 500 InternalError, retried or not.
+    proxy.fail_when = lambda head: b"continuation-token=" in head.split(b"\r\n", 1)[0]
+    channel = Channel("train", f"s3://{bucket.name}/l/", shuffle_seed=1 if shuffled else None)
+    started = time.monotonic()
+    result = run(tmp_path, script(tmp_path, _READ_THEN_RECORD), [channel])
+    assert time.monotonic() - started < 20
+    failure = job_failure(result)
+    listing = rf"cannot list s3://{bucket.name}/l/ after 1000 objects: InternalError"
+    assert re.search(listing, failure), failure
+    assert proxy.failed == 2  # PIPEMODE_S3_ATTEMPTS tries, no more
+    assert never_ended(result)
+    assert fifos_under(result.job_dir) == []
+
+
 def test_small_objects_are_fetched_ahead_concurrently_and_in_order(
     tmp_path: Path, bucket: Any, proxy: FaultyProxy
 ) -> None:
@@ -405,12 +447,39 @@ def test_a_local_file_that_shrinks_while_streamed_fails_the_job(tmp_path: Path) 
         """,
     )
     result = run(tmp_path, entry, [Channel("train", str(data))])
-    assert result.exit_code != 0
-    failure = result.failure or ""
-    assert re.search(
-        rf"cannot read {re.escape(str(data / 'big'))} at byte \d+: the file ended", failure
+    failure = job_failure(result)
+    shrunk = rf"cannot read {re.escape(str(data / 'big'))} at byte \d+: the file ended there"
+    assert re.search(shrunk, failure), failure
+    assert never_ended(result)
+
+
+def test_a_local_gzip_file_that_shrinks_while_streamed_fails_the_job(tmp_path: Path) -> None:
+    # Not sendfile: a gzip file goes through the source's reader, chunk by chunk, as it is read.
+    # Cut where its first member ends, the rest is valid gzip: only the reader can tell.
+    first_member = gzip.compress(os.urandom(8 << 20), compresslevel=1)
+    packed = first_member + gzip.compress(os.urandom(8 << 20), compresslevel=1)
+    data = folder_of_files(tmp_path / "d", {"big.gz": packed})
+    entry = script(
+        tmp_path,
+        f"""
+        path = os.path.join(DATA, "train_0")
+        while not os.path.exists(path):
+            time.sleep(0.001)
+        with open(path, "rb") as fifo:
+            first = fifo.read(1 << 20)  # the feeder has read a few MiB at most
+            os.truncate({str(data / "big.gz")!r}, {len(first_member)})
+            rest = fifo.read()
+        record("ended.json", len(first) + len(rest))
+        """,
     )
-    assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+    result = run(tmp_path, entry, [Channel("train", str(data), compression="Gzip")])
+    failure = job_failure(result)
+    shrunk = (
+        f"cannot read {data / 'big.gz'} at byte {len(first_member)}: the file ended there, "
+        f"short of the {len(packed)} bytes it held when opened"
+    )
+    assert shrunk in failure, failure
+    assert never_ended(result)
 
 
 def test_a_truncated_gzip_member_fails_the_job_without_ending_the_epoch(tmp_path: Path) -> None:
@@ -421,9 +490,10 @@ def test_a_truncated_gzip_member_fails_the_job_without_ending_the_epoch(tmp_path
         script(tmp_path, _READ_THEN_RECORD),
         [Channel("train", str(data), compression="Gzip")],
     )
-    assert result.exit_code != 0
-    assert re.search(r"b\.gz: gzip stream truncated at compressed byte \d+", result.failure or "")
-    assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+    failure = job_failure(result)
+    truncated = f"{data / 'b.gz'}: gzip stream truncated at compressed byte {len(whole) - 100}"
+    assert truncated in failure, failure
+    assert never_ended(result)
 
 
 def test_a_long_listing_is_streamed_while_it_goes_on(
