@@ -1,10 +1,12 @@
 """A loopback TCP proxy in front of an S3-API server that behaves more like S3 over a network.
 
 It adds a delay before every request, and can cut every Nth response at a chosen place (in the
-header, mid-body, or one byte short of the end) or stall (answer nothing, or stop mid-body) the
-way transient network faults and overloaded servers do. Each request goes to the server on a
-connection of its own; the client's connection is kept alive between responses, as S3's is.
-Responses are streamed through, so a large object never sits whole in the proxy.
+header, mid-body, or one byte short of the end), stall (answer nothing, or stop mid-body) or
+answer 500 the way transient network faults and overloaded servers do; a test's hook can see
+each request before the server does (to rewrite an object between two GETs, say). Each request
+goes to the server on a connection of its own; the client's connection is kept alive between
+responses, as S3's is. Responses are streamed through, so a large object never sits whole in the
+proxy.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from typing import Callable
 CUT_PLACES = ("header", "mid-body", "last-byte")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:\s*close", re.IGNORECASE)
+_ERROR_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+    b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+)
+_INTERNAL_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_ERROR_BODY), _ERROR_BODY)
+)
 
 
 def is_object_get(request_head: bytes) -> bool:
@@ -34,7 +44,9 @@ class FaultyProxy:
 
     `cut_every=N` cuts every Nth response that `cut_when` picks (object GETs by default) at
     `cut_at`; `stall_at` ("header" or "mid-body") makes every picked response stall until the
-    proxy stops. The settings may change while it runs.
+    proxy stops. `fail_when` picks requests the proxy answers itself with S3's 500 InternalError.
+    `on_request` is called with each request's head before the server gets the request. The
+    settings may change while it runs.
     """
 
     def __init__(
@@ -46,6 +58,8 @@ class FaultyProxy:
         stall_at: str | None = None,
         cut_when: Callable[[bytes], bool] = is_object_get,
         bandwidth: float = 0.0,
+        fail_when: Callable[[bytes], bool] | None = None,
+        on_request: Callable[[bytes], None] | None = None,
     ) -> None:
         host, port = upstream.rsplit("//", 1)[-1].split(":")
         self.upstream = (host, int(port))
@@ -56,8 +70,11 @@ class FaultyProxy:
         self.cut_when = cut_when
         # Bytes per second per response (0: unlimited), as one S3 connection gives tens of MB/s.
         self.bandwidth = bandwidth
+        self.fail_when = fail_when
+        self.on_request = on_request
         self.picked = 0  # responses `cut_when` picked
         self.cuts = 0
+        self.failed = 0  # requests answered with a 500
         self.requests: list[bytes] = []  # request heads, in arrival order
         self.in_flight = 0  # requests relayed at this moment
         self.peak_in_flight = 0
@@ -148,6 +165,13 @@ class FaultyProxy:
 
     def _relay(self, request: bytes, client: socket.socket) -> bool:
         """Forwards one request and streams its response back; False once `client` is done."""
+        if self.on_request is not None:
+            self.on_request(request)
+        if self.fail_when is not None and self.fail_when(request):
+            with self._lock:
+                self.failed += 1
+            client.sendall(_INTERNAL_ERROR)
+            return True
         fault = self._fault_for(request)
         if fault == "stall-header":
             self._stopping.wait()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipemode.runner import Channel, JobConfigError
+from pipemode.runner import Channel, JobConfigError, JobResult
 from pipemode.runner.sources import s3_client
 from runner_helpers import (
     fifos_under,
@@ -78,6 +78,28 @@ def proxy(server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultyProxy]
 def put(bucket: Any, objects: dict[str, bytes]) -> None:
     for key, body in objects.items():
         bucket.put_object(Key=key, Body=body)
+
+
+def moto_backend() -> Any:
+    """The moto server's own store (it runs in this process): puts that skip HTTP, and that
+    land at once, even from inside a request the proxy is about to relay."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    return s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+
+
+def job_failure(result: JobResult) -> str:
+    """The reason in the job's output/failure, where a user reads it (and result.failure)."""
+    assert result.exit_code != 0
+    text = (result.job_dir / "output" / "failure").read_text()
+    assert text == result.failure
+    return text
+
+
+def never_ended(result: JobResult) -> bool:
+    """True if the script never saw its epoch end (`_READ_THEN_RECORD` recorded nothing)."""
+    return not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
 
 
 _DIGESTS = """
@@ -200,7 +222,8 @@ def test_an_object_rewritten_to_another_size_fails_the_job(
     result = run(tmp_path, entry, [Channel("train", f"s3://{bucket.name}/r/")])
     assert result.exit_code != 0
     failure = result.failure or ""
-    assert f"cannot read s3://{bucket.name}/r/b at byte 0: it holds 3000 bytes" in failure
+    # Every GET carries If-Match on the listing's ETag (the size is checked too, behind it).
+    assert f"cannot read s3://{bucket.name}/r/b at byte 0: it changed during the job" in failure
     assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
 
 
@@ -208,6 +231,50 @@ _READ_THEN_RECORD = """
 data = read_epoch("train", 0)
 record("ended.json", len(data))  # must not happen: the epoch never ends short
 """
+
+
+@pytest.mark.parametrize(
+    ("listed_by", "rewrite"),
+    [("prefix", "same size"), ("manifest", "same size"), ("manifest", "longer")],
+)
+def test_an_object_rewritten_between_its_parts_fails_the_job_instead_of_being_spliced(
+    tmp_path: Path,
+    bucket: Any,
+    proxy: FaultyProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    listed_by: str,
+    rewrite: str,
+) -> None:
+    # Parts of 256 KiB (the proxy fixture's), fetched one at a time so that they go in order:
+    # the object is rewritten just before its third part is read, two parts in.
+    part = 256 << 10
+    old = os.urandom(4 * part + 1000)
+    new = os.urandom(len(old) + (0 if rewrite == "same size" else part))
+    put(bucket, {"v/x": old})
+    monkeypatch.setenv("PIPEMODE_S3_CONCURRENCY", "1")
+    third_part = b"\r\nrange: bytes=%d-" % (2 * part)
+    rewritten: list[bytes] = []
+
+    def rewrite_before_the_third_part(head: bytes) -> None:
+        if third_part in head.lower() and not rewritten:
+            moto_backend().put_object(bucket.name, "v/x", new)
+            rewritten.append(head)
+
+    proxy.on_request = rewrite_before_the_third_part
+    if listed_by == "prefix":  # listed with its size and ETag
+        channel = Channel("train", f"s3://{bucket.name}/v/")
+    else:  # neither known: both come with the first part
+        manifest = tmp_path / "manifest.json"
+        manifest.write_text(json.dumps([{"prefix": f"s3://{bucket.name}/v/"}, "x"]))
+        channel = Channel("train", str(manifest), s3_data_type="ManifestFile")
+    result = run(tmp_path, script(tmp_path, _READ_THEN_RECORD), [channel])
+    assert rewritten
+    failure = job_failure(result)
+    # The ETag pins every part; a longer object fails the size check too, whichever comes first.
+    reason = "it changed during the job" + ("" if rewrite == "same size" else "|it holds")
+    at = rf"cannot read s3://{bucket.name}/v/x at byte {2 * part}: ({reason})"
+    assert re.search(at, failure), failure
+    assert never_ended(result)
 
 
 def test_an_object_that_cannot_be_read_fails_the_job_in_bounded_time(
@@ -253,6 +320,50 @@ def test_a_stalled_server_times_out(
     failure = result.failure or ""
     assert re.search(rf"cannot read s3://{bucket.name}/d/a at byte \d+: .*timeout", failure, re.I)
     assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+    # PIPEMODE_S3_ATTEMPTS GETs in all: botocore retries none of them within the reader's own.
+    assert sum(map(is_object_get, proxy.requests)) == 2
+
+
+def test_a_truncated_gzip_object_on_s3_fails_the_job_naming_it_and_the_byte(
+    tmp_path: Path, bucket: Any, proxy: FaultyProxy
+) -> None:
+    cut = gzip.compress(os.urandom(100_000))[:-100]
+    put(bucket, {"gz/a.gz": gzip.compress(b"fine"), "gz/b.gz": cut})
+    result = run(
+        tmp_path,
+        script(tmp_path, _READ_THEN_RECORD),
+        [Channel("train", f"s3://{bucket.name}/gz/", compression="Gzip")],
+    )
+    failure = job_failure(result)
+    truncated = f"s3://{bucket.name}/gz/b.gz: gzip stream truncated at compressed byte {len(cut)}"
+    assert truncated in failure, failure
+    assert never_ended(result)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_listing_page_that_keeps_failing_fails_the_job_naming_the_prefix(
+    tmp_path: Path,
+    bucket: Any,
+    proxy: FaultyProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    shuffled: bool,
+) -> None:
+    backend = moto_backend()
+    for i in range(1500):  # two pages: the first is listed at job start, the second in a thread
+        backend.put_object(bucket.name, f"l/{i:05d}", b"%05d" % i)
+    monkeypatch.setenv("PIPEMODE_S3_ATTEMPTS", "2")
+    # Every request for the second page gets S3's 500 InternalError, retried or not.
+    proxy.fail_when = lambda head: b"continuation-token=" in head.split(b"\r\n", 1)[0]
+    channel = Channel("train", f"s3://{bucket.name}/l/", shuffle_seed=1 if shuffled else None)
+    started = time.monotonic()
+    result = run(tmp_path, script(tmp_path, _READ_THEN_RECORD), [channel])
+    assert time.monotonic() - started < 20
+    failure = job_failure(result)
+    listing = rf"cannot list s3://{bucket.name}/l/ after 1000 objects: InternalError"
+    assert re.search(listing, failure), failure
+    assert proxy.failed == 2  # PIPEMODE_S3_ATTEMPTS tries, no more
+    assert never_ended(result)
+    assert fifos_under(result.job_dir) == []
 
 
 def test_small_objects_are_fetched_ahead_concurrently_and_in_order(
@@ -336,12 +447,39 @@ def test_a_local_file_that_shrinks_while_streamed_fails_the_job(tmp_path: Path) 
         """,
     )
     result = run(tmp_path, entry, [Channel("train", str(data))])
-    assert result.exit_code != 0
-    failure = result.failure or ""
-    assert re.search(
-        rf"cannot read {re.escape(str(data / 'big'))} at byte \d+: the file ended", failure
+    failure = job_failure(result)
+    shrunk = rf"cannot read {re.escape(str(data / 'big'))} at byte \d+: the file ended there"
+    assert re.search(shrunk, failure), failure
+    assert never_ended(result)
+
+
+def test_a_local_gzip_file_that_shrinks_while_streamed_fails_the_job(tmp_path: Path) -> None:
+    # Not sendfile: a gzip file goes through the source's reader, chunk by chunk, as it is read.
+    # Cut where its first member ends, the rest is valid gzip: only the reader can tell.
+    first_member = gzip.compress(os.urandom(8 << 20), compresslevel=1)
+    packed = first_member + gzip.compress(os.urandom(8 << 20), compresslevel=1)
+    data = folder_of_files(tmp_path / "d", {"big.gz": packed})
+    entry = script(
+        tmp_path,
+        f"""
+        path = os.path.join(DATA, "train_0")
+        while not os.path.exists(path):
+            time.sleep(0.001)
+        with open(path, "rb") as fifo:
+            first = fifo.read(1 << 20)  # the feeder has read a few MiB at most
+            os.truncate({str(data / "big.gz")!r}, {len(first_member)})
+            rest = fifo.read()
+        record("ended.json", len(first) + len(rest))
+        """,
     )
-    assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+    result = run(tmp_path, entry, [Channel("train", str(data), compression="Gzip")])
+    failure = job_failure(result)
+    shrunk = (
+        f"cannot read {data / 'big.gz'} at byte {len(first_member)}: the file ended there, "
+        f"short of the {len(packed)} bytes it held when opened"
+    )
+    assert shrunk in failure, failure
+    assert never_ended(result)
 
 
 def test_a_truncated_gzip_member_fails_the_job_without_ending_the_epoch(tmp_path: Path) -> None:
@@ -352,9 +490,10 @@ def test_a_truncated_gzip_member_fails_the_job_without_ending_the_epoch(tmp_path
         script(tmp_path, _READ_THEN_RECORD),
         [Channel("train", str(data), compression="Gzip")],
     )
-    assert result.exit_code != 0
-    assert re.search(r"b\.gz: gzip stream truncated at compressed byte \d+", result.failure or "")
-    assert not (result.job_dir / "algo-1" / "output" / "data" / "ended.json").exists()
+    failure = job_failure(result)
+    truncated = f"{data / 'b.gz'}: gzip stream truncated at compressed byte {len(whole) - 100}"
+    assert truncated in failure, failure
+    assert never_ended(result)
 
 
 def test_a_long_listing_is_streamed_while_it_goes_on(

@@ -3,9 +3,12 @@
 Two things live here. `S3Reader` is one object's bytes as a stream that survives a cut
 connection: a body that ends short, or fails mid-way, is resumed with a ranged GET from the byte
 reached, a bounded number of times with backoff, and an object that still cannot be read raises
-`ObjectReadError` naming its URI and that byte. `fetch_ahead` streams a run of objects in order
-while a thread pool fetches the next ones (and the parts of a large one) concurrently, holding at
-most `max_bytes_in_flight` bytes that the FIFO has not taken yet.
+`ObjectReadError` naming its URI and that byte. Every GET of one object, a resumption or another
+part, carries If-Match on one ETag (the listing's, or the first response's), so an object
+rewritten during the job fails the read instead of being spliced from two versions.
+`fetch_ahead` streams a run of objects in order while a thread pool fetches the next ones (and
+the parts of a large one) concurrently, holding at most `max_bytes_in_flight` bytes that the FIFO
+has not taken yet.
 
 boto3 does the HTTP and its Config sets the timeouts; the reader retries its own GETs (a failure
 before the body and one within it alike), so only the ordering, the resumption and its retries
@@ -31,8 +34,12 @@ from pipemode.errors import JobConfigError
 
 __all__ = ["ObjectReadError", "Piece", "S3Reader", "S3Settings", "describe_error", "fetch_ahead"]
 
-# Each retry waits about BACKOFF_BASE * 2**n seconds (with jitter, as the AWS SDKs add), at most
-# BACKOFF_CAP: five attempts span about three seconds, long enough for a transient fault to pass.
+# After the n-th failure in a row a GET waits BACKOFF_BASE * 2**(n-1) seconds, at most BACKOFF_CAP,
+# times a jitter in [0.5, 1] (as the AWS SDKs add). With the default five attempts, the four waits
+# add up to at most 0.1 + 0.2 + 0.4 + 0.8 = 1.5 s (0.75 s at least); the cap is reached only from
+# the seventh failure in a row on (PIPEMODE_S3_ATTEMPTS of 8 or more). A failure itself may take
+# up to the read timeout (a server that stops answering), so a part fails after at most about
+# attempts * read_timeout + 1.5 s: 5 * 30 + 1.5 = 151.5 s with the defaults (README, S3 channels).
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 # A read that keeps making progress between failures may fail this many times as often.
@@ -88,13 +95,15 @@ class S3Settings:
     def boto_config(self, own_retries: bool = False) -> Any:
         """botocore's Config; with `own_retries` (S3Reader's GETs) each request is tried once,
         since the reader retries it itself: botocore's retries within each of the reader's would
-        multiply the time a stalled server takes to fail."""
+        multiply the time a stalled server takes to fail. (botocore's `max_attempts` counts the
+        retries after the first try; `total_max_attempts` counts the tries.)"""
         from botocore.config import Config  # type: ignore[import-untyped]
 
+        tries = 1 if own_retries else self.attempts
         return Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"mode": "standard", "max_attempts": 1 if own_retries else self.attempts},
+            retries={"mode": "standard", "total_max_attempts": tries},
             # Every worker of a few channels at once keeps its connection open.
             max_pool_connections=max(10, 4 * self.concurrency),
         )
@@ -124,6 +133,14 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _status(error: BaseException) -> int:
+    """The HTTP status of an S3 error response, 0 for any other error."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return 0
+
+
 def _is_retryable(error: BaseException) -> bool:
     """A fault of the connection or a server error is worth another try; a refusal is not."""
     from botocore.exceptions import BotoCoreError  # type: ignore[import-untyped]
@@ -131,8 +148,7 @@ def _is_retryable(error: BaseException) -> bool:
 
     response = getattr(error, "response", None)
     if isinstance(response, dict) and "Error" in response:
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or response["Error"].get("Code") in _RETRYABLE_CODES
+        return _status(error) >= 500 or response["Error"].get("Code") in _RETRYABLE_CODES
     # botocore wraps the faults of a connection (reset, timeout, short body) in BotoCoreError;
     # urllib3's and the socket's own may come through as they are.
     faults = (BotoCoreError, HTTPError, OSError)
@@ -143,8 +159,10 @@ class S3Reader(io.RawIOBase):
     """Bytes [start, end) of an S3 object (to its end if `end` is None), resumed when cut.
 
     A GET's body can end early or fail mid-way (a reset connection, a read timeout, fewer bytes
-    than Content-Length). The reader then GETs `Range: bytes=<reached>-` again, with If-Match on
-    the ETag of the first response so that a resumed object is never spliced from two versions.
+    than Content-Length). The reader then GETs `Range: bytes=<reached>-` again. Every GET carries
+    If-Match on `etag` if given (the listing's, or that of the object's first part), else on the
+    first response's, so that an object is never spliced from two versions: a mismatch (412)
+    fails the read at once.
     The read fails once `attempts` tries in a row brought no byte, or once it has failed
     `_RESUMES_PER_ATTEMPT * attempts` times in all: a body cut now and then (every third
     response, say) is always resumed, while a server that cuts every response after a byte still
@@ -160,6 +178,7 @@ class S3Reader(io.RawIOBase):
         start: int = 0,
         end: int | None = None,
         expected_size: int | None = None,
+        etag: str | None = None,
     ) -> None:
         super().__init__()
         self._client = client
@@ -171,7 +190,9 @@ class S3Reader(io.RawIOBase):
         self._expected_size = expected_size
         # The object's size, known from the first response.
         self.size: int | None = None
-        self._etag: str | None = None
+        # The version every GET must match: the one given (the listing's, or that of the first
+        # part of the object), else the first response's.
+        self.etag: str | None = etag
         self._body: Any = None
         self._failures = 0
         # Failures since a byte last came, and the byte they failed at.
@@ -245,13 +266,13 @@ class S3Reader(io.RawIOBase):
         if self.position > 0 or self._end is not None:
             last = "" if self._end is None else str(self._end - 1)
             request["Range"] = f"bytes={self.position}-{last}"
-        if self._etag:
-            request["IfMatch"] = self._etag
+        if self.etag:
+            request["IfMatch"] = self.etag
         response = self._client.get_object(**request)
         # Held before the checks: a response they refuse is closed with the body it came with.
         self._body = response["Body"]
         self._note_size(response, ranged="Range" in request)
-        self._etag = self._etag or response.get("ETag")
+        self.etag = self.etag or response.get("ETag")
         return self._body
 
     def _note_size(self, response: dict[str, Any], ranged: bool) -> None:
@@ -266,8 +287,8 @@ class S3Reader(io.RawIOBase):
             size = int(response["ContentLength"])
         if self._expected_size is not None and size != self._expected_size:
             raise _BadResponse(
-                f"it holds {size} bytes, not the {self._expected_size} it held when listed "
-                "(rewritten during the job?)"
+                f"it holds {size} bytes, not the {self._expected_size} it held when listed or "
+                "first read (rewritten during the job?)"
             )
         self.size = size
 
@@ -277,6 +298,12 @@ class S3Reader(io.RawIOBase):
         in_a_row = self._failures_in_a_row(self.position)
         if isinstance(error, ObjectReadError):
             raise error
+        if _status(error) == 412:  # If-Match failed: the bytes from here on are another version's
+            reason = (
+                f"it changed during the job (its ETag is no longer {self.etag}): the bytes from "
+                "here on would be another version's"
+            )
+            raise ObjectReadError(self.uri, self.position, reason) from error
         if not _is_retryable(error):
             raise ObjectReadError(self.uri, self.position, describe_error(error)) from error
         attempts = self._settings.attempts
@@ -312,11 +339,15 @@ class Piece:
 @dataclass(frozen=True)
 class _Part:
     index: int
-    obj: Any  # an S3Object: bucket, key, uri and size (None when not listed)
+    obj: Any  # an S3Object: bucket, key, uri, and size and ETag from the listing (or None)
     start: int
-    # None for an object of unknown size: its first part, which tells the size.
+    # None for the first part of an object of unknown size or version, which tells both.
     end: int | None
     last: bool
+    # The object's size and ETag as listed or as its first part found them: every part of one
+    # object must match them, so that no object is spliced from two versions.
+    size: int | None
+    etag: str | None
 
     @property
     def budget(self) -> int:
@@ -324,21 +355,25 @@ class _Part:
 
 
 def _plan(objects: Iterable[Any], part_size: int) -> Iterator[_Part]:
-    """Each object as parts: one for a small object, `part_size` ranges of a large one."""
+    """Each object as parts: one for a small object, `part_size` ranges of a large one.
+
+    A large object whose listing gave no ETag goes as one first part, like one of unknown size:
+    its response's ETag then pins the rest (`_tail_parts`)."""
     for index, obj in enumerate(objects):
-        size = obj.size
-        if size is None:
-            yield _Part(index, obj, 0, None, last=False)
+        size, etag = obj.size, obj.etag
+        if size is None or (etag is None and size > part_size):
+            yield _Part(index, obj, 0, None, last=False, size=size, etag=None)
             continue
         starts = range(0, max(size, 1), part_size)
         for start in starts:
-            yield _Part(index, obj, start, min(start + part_size, size), start == starts[-1])
+            end = min(start + part_size, size)
+            yield _Part(index, obj, start, end, start == starts[-1], size=size, etag=etag)
 
 
-def _fetch(client: Any, settings: S3Settings, part: _Part) -> tuple[bytes, int]:
-    """A part's bytes and the object's size."""
+def _fetch(client: Any, settings: S3Settings, part: _Part) -> tuple[bytes, int, str | None]:
+    """A part's bytes, and the object's size and ETag."""
     obj = part.obj
-    whole = part.start == 0 and (part.end is None or part.end == obj.size)
+    whole = part.start == 0 and (part.end is None or part.end == part.size)
     # A whole object is one plain GET (a Range on an empty object is refused); a part is ranged.
     reader = S3Reader(
         client,
@@ -347,12 +382,13 @@ def _fetch(client: Any, settings: S3Settings, part: _Part) -> tuple[bytes, int]:
         settings,
         start=part.start,
         end=None if whole else part.end,
-        expected_size=obj.size,
+        expected_size=part.size,
+        etag=part.etag,
     )
     with reader:
         data = reader.read_all(settings.part_size if part.end is None else None)
         assert reader.size is not None
-        return data, reader.size
+        return data, reader.size, reader.etag
 
 
 def fetch_ahead(objects: Iterable[Any], client: Any, settings: S3Settings) -> Iterator[Piece]:
@@ -382,7 +418,7 @@ def _in_order(
     client: Any,
     settings: S3Settings,
 ) -> Iterator[Piece]:
-    ahead: collections.deque[tuple[_Part, concurrent.futures.Future[tuple[bytes, int]]]]
+    ahead: collections.deque[tuple[_Part, concurrent.futures.Future[tuple[bytes, int, Any]]]]
     ahead = collections.deque()
     reserved = 0
     max_parts = settings.concurrency * _PARTS_AHEAD_PER_WORKER
@@ -397,21 +433,24 @@ def _in_order(
         if not ahead:
             return
         part, future = ahead.popleft()
-        data, size = future.result()
+        data, size, etag = future.result()
         reserved -= part.budget or settings.part_size
         if part.end is None and size > len(data):
             yield Piece(part.index, part.obj, data, last=False)
-            tail = _tail_parts(part, len(data), size, settings.part_size)
+            tail = _tail_parts(part, len(data), size, etag, settings.part_size)
             yield from _in_order_window(pool, tail, client, settings)
         else:
             yield Piece(part.index, part.obj, data, last=part.last or part.end is None)
 
 
-def _tail_parts(head: _Part, start: int, size: int, part_size: int) -> Iterator[_Part]:
+def _tail_parts(
+    head: _Part, start: int, size: int, etag: str | None, part_size: int
+) -> Iterator[_Part]:
+    """The parts after an object's first, pinned to the size and ETag its response gave."""
     starts = range(start, size, part_size)
     for offset in starts:
         end = min(offset + part_size, size)
-        yield _Part(head.index, head.obj, offset, end, offset == starts[-1])
+        yield _Part(head.index, head.obj, offset, end, offset == starts[-1], size=size, etag=etag)
 
 
 def _in_order_window(
@@ -421,7 +460,7 @@ def _in_order_window(
     settings: S3Settings,
 ) -> Iterator[Piece]:
     """Parts of one object in order, `concurrency` GETs at a time."""
-    window: collections.deque[tuple[_Part, concurrent.futures.Future[tuple[bytes, int]]]]
+    window: collections.deque[tuple[_Part, concurrent.futures.Future[tuple[bytes, int, Any]]]]
     window = collections.deque()
     for part in itertools.chain(parts, [None]):
         if part is not None:

@@ -66,6 +66,9 @@ class S3Object:
     # From the listing; None for a manifest's keys. A known size lets a large object be read as
     # concurrent ranged GETs, and an object rewritten to another size is noticed.
     size: int | None = field(default=None, compare=False)
+    # From the listing too: every GET of the object carries If-Match on it, so an object
+    # rewritten during the job fails its read instead of being spliced from two versions.
+    etag: str | None = field(default=None, compare=False)
 
     @property
     def uri(self) -> str:
@@ -80,6 +83,7 @@ class S3Object:
             self.key,
             s3_settings(),
             expected_size=self.size,
+            etag=self.etag,
         )
         return reader  # type: ignore[return-value]
 
@@ -260,7 +264,9 @@ def _s3_pages(uri: str, bucket: str, prefix: str) -> Iterator[list[DataObject]]:
             after = f" after {listed} objects" if listed else ""
             raise JobConfigError(f"cannot list {uri}{after}: {describe_error(error)}") from error
         objects: list[DataObject] = [
-            S3Object(bucket, item["Key"], item["Key"][len(folder) :], item.get("Size"))
+            S3Object(
+                bucket, item["Key"], item["Key"][len(folder) :], item.get("Size"), item.get("ETag")
+            )
             for item in page.get("Contents", [])
             # A console-made "folder" marker is not data.
             if not (item["Key"].endswith("/") and item.get("Size", 0) == 0)
