@@ -307,7 +307,9 @@ def test_a_partial_manifest_line_is_an_error_not_a_misaligned_line(
     job.serve("train", [records])
     dataset = PipeModeDataset("train", attribute_names=NAMES, batch_size=1, **job.dirs())
     seen: list[dict[str, bytes]] = []
-    with pytest.raises(CorruptRecordError, match=r"'train'.*do not make whole lines"):
+    with pytest.raises(
+        CorruptRecordError, match=r"channel 'train' epoch 0: .*do not make whole lines"
+    ):
         for line in DataLoader(dataset, batch_size=None, num_workers=workers):
             seen.append(line)
     assert seen == as_lines(records[:-1])
