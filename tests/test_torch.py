@@ -315,6 +315,18 @@ def test_a_partial_manifest_line_is_an_error_not_a_misaligned_line(
     assert seen == as_lines(records[:-1])
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unwrapped_manifest_stream_says_attribute_names_need_recordio(
+    job: ServedJob, workers: int
+) -> None:
+    job.serve("train", {"values": b"".join(manifest_records(4))})  # no RecordIO framing
+    dataset = PipeModeDataset("train", attribute_names=NAMES, batch_size=1, **job.dirs())
+    with pytest.raises(
+        CorruptRecordError, match=r"bad magic .*needs the channel's RecordWrapperType: RecordIO"
+    ):
+        list(DataLoader(dataset, batch_size=None, num_workers=workers))
+
+
 def test_attribute_names_do_not_go_with_features(job: ServedJob) -> None:
     job.serve("train", [[b"x"]])
     with pytest.raises(PipeModeDatasetException, match="attribute_names= and features="):
