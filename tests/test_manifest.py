@@ -204,6 +204,81 @@ def test_an_object_holding_the_magic_word_is_still_one_record(tmp_path: Path, st
     assert epoch_bytes(result) == rec(tricky)
 
 
+# -- the readers, in a script the runner runs ---------------------------------------------------
+
+READER_NAMES = ["image-ref", "class", "name"]
+
+# Reads two epochs with pipemode's framework-free reader, or its torch dataset, and records each
+# line's attributes (hex, for JSON).
+_READ_LINES = """
+import pipemode
+names = json.loads(os.environ["NAMES"])
+if os.environ["READER"] == "torch":
+    import pipemode.torch
+    dataset = pipemode.torch.PipeModeDataset("train", attribute_names=names)
+    epochs = [list(dataset) for _ in range(2)]  # each iteration reads the next epoch
+else:
+    channel = pipemode.PipeModeChannel("train", attribute_names=names)
+    epochs = [list(channel.next_epoch()) for _ in range(2)]
+record("lines.json", [[{k: v.hex() for k, v in line.items()} for line in e] for e in epochs])
+"""
+
+
+def _reader_manifest(store: Store) -> tuple[str, list[dict[str, str]]]:
+    """A manifest of objects of several sizes (one empty) and labels, and each line's
+    attributes as the script records them, taken from the manifest's values here."""
+    sizes = [0, 1, 3, 4, 5, 1000, 70_000] + [17 * i for i in range(1, 19)]
+    objects = [os.urandom(size) for size in sizes]
+    lines: list[str | dict[str, Any]] = []
+    for i, data in enumerate(objects):
+        line = {"name": f"line {i}", "image-ref": store.put(f"img/{i}.bin", data), "class": i % 4}
+        lines.append(line if i % 2 else dict(reversed(line.items())))  # the JSON's order varies
+    expected = [
+        {"image-ref": data, "class": b"%d" % (i % 4), "name": f"line {i}".encode()}
+        for i, data in enumerate(objects)
+    ]
+    return store.manifest(lines), [{k: v.hex() for k, v in line.items()} for line in expected]
+
+
+@pytest.mark.parametrize("reader", ["channel", pytest.param("torch", marks=pytest.mark.torch)])
+def test_a_script_reads_each_line_whole_with_attribute_names(tmp_path: Path, reader: str) -> None:
+    if reader == "torch":
+        pytest.importorskip("torch")
+    source, expected = _reader_manifest(Store(tmp_path))
+    channel = manifest_channel(source, READER_NAMES, record_wrapping="RecordIO")
+    environment = {"READER": reader, "NAMES": json.dumps(READER_NAMES)}
+    result = run(tmp_path, script(tmp_path, _READ_LINES), [channel], environment=environment)
+    assert result.exit_code == 0, result.failure
+    assert recorded(result.job_dir, "lines.json") == [expected, expected]
+
+
+def test_an_estimator_fit_on_an_augmented_manifest_hands_the_script_whole_lines(
+    tmp_path: Path,
+) -> None:
+    from pipemode.runner import Estimator, ShuffleConfig, TrainingInput
+
+    source, expected = _reader_manifest(Store(tmp_path))
+    estimator = Estimator(
+        script(tmp_path, _READ_LINES),
+        output_path=tmp_path / "out",
+        environment={"READER": "channel", "NAMES": json.dumps(READER_NAMES)},
+    )
+    train = TrainingInput(
+        source,
+        s3_data_type="AugmentedManifestFile",
+        attribute_names=READER_NAMES,
+        record_wrapping="RecordIO",
+        shuffle_config=ShuffleConfig(seed=11),
+    )
+    result = estimator.fit({"train": train}, job_name="manifest")
+    epochs = recorded(result.job_dir, "lines.json")
+    # Shuffled lines, each line's attributes still together.
+    key = json.dumps
+    for epoch in epochs:
+        assert sorted(epoch, key=key) == sorted(expected, key=key)
+    assert epochs[0] != expected and epochs[0] != epochs[1]
+
+
 # -- order: shuffle and shards ---------------------------------------------------------------
 
 
