@@ -411,6 +411,7 @@ def _served(tmp_path: Path, text: str, names: list[str], **options: Any) -> byte
     [
         ('{"a": 1, "b-ref": "x"}\n\n[1, 2]\n', r"line 3 is a JSON list, not an object"),
         ('{"a": NaN}\n', r"line 1 is not JSON \(NaN is not JSON\)"),
+        ('{"a": "x", "c": [1, -Infinity]}\n', r"line 1 is not JSON \(-Infinity is not JSON\)"),
         ('{"a": "x", "b-ref": 7}\n', r"line 1, attribute 'b-ref': a -ref attribute holds"),
         ('{"a": "\\ud800", "b-ref": "x"}\n', r"line 1, attribute 'a': .* not valid Unicode"),
         ('{"a": "x", "b-ref": "s3://bucket"}\n', r"'s3://bucket' names no bucket and key"),
@@ -427,6 +428,45 @@ def test_values_stream_as_their_text_without_a_runner(tmp_path: Path) -> None:
     text = '{"s": "\\u00e9\\n", "n": 1.0E+2, "o": {"k": [1, {"z": "\\""}]}, "e": ""}\n'
     served = _served(tmp_path, text, ["s", "n", "o", "e"], record_wrapping="RecordIO")
     assert records(served) == ["é\n".encode(), b"1.0E+2", b'{"k":[1,{"z":"\\""}]}', b""]
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        # A key given twice: its last value, in a line and in an object (at the key's first place).
+        ('{"a": 1, "a": 2}', b"2"),
+        ('{"a": {"k": 1, "j": 2, "k": 3}}', b'{"k":3,"j":2}'),
+        # Inside an object, strings (keys too) are escaped as JSON needs: quote, backslash and
+        # U+0000-U+001F; DEL, U+2028 and the rest as UTF-8; "\/" is "/".
+        (
+            r'{"a": {"k\u0007": "\t\u0001\u007f\u2028\/\"\\"}}',
+            '{"k\\u0007":"\\t\\u0001\x7f\u2028/\\"\\\\"}'.encode(),
+        ),
+        # A string attribute streams its characters, control characters unescaped.
+        (r'{"a": "\t\u0001"}', b"\t\x01"),
+    ],
+)
+def test_duplicate_keys_and_control_characters(tmp_path: Path, line: str, want: bytes) -> None:
+    assert _served(tmp_path, line + "\n", ["a"]) == want
+
+
+@pytest.mark.parametrize("head_bytes", [1 << 20, 100])  # held whole; streamed (size from fstat)
+def test_a_wrapped_object_over_the_record_limit_fails_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head_bytes: int
+) -> None:
+    from pipemode.runner import manifest
+
+    assert manifest._MAX_RECORD == (1 << 29) - 1  # RecordIO's 29-bit length, as documented
+    monkeypatch.setattr(manifest, "_MAX_RECORD", 1000)
+    monkeypatch.setattr(manifest, "HEAD_BYTES", head_bytes)
+    (tmp_path / "fits").write_bytes(b"f" * 1000)
+    (tmp_path / "big").write_bytes(b"b" * 1001)
+    fits, big = '{"a-ref": "fits"}\n', '{"a-ref": "big"}\n'
+    assert _served(tmp_path, fits, ["a-ref"], record_wrapping="RecordIO") == rec(b"f" * 1000)
+    too_big = r"line 2, attribute 'a-ref': 1001 bytes do not fit one RecordIO record \(at most 1000"
+    with pytest.raises(manifest.ManifestError, match=too_big):
+        _served(tmp_path, fits + big, ["a-ref"], record_wrapping="RecordIO")
+    assert _served(tmp_path, fits + big, ["a-ref"]) == b"f" * 1000 + b"b" * 1001  # unwrapped
 
 
 @pytest.mark.parametrize(
