@@ -100,12 +100,17 @@ class PipeJob:
         self.feeder = feeder
         self.input_data_config: dict[str, dict[str, str]] = {}
 
-    def add_channel(self, name: str, mode: str = "Pipe") -> None:
+    def add_channel(
+        self, name: str, mode: str = "Pipe", record_wrapping: str | None = "None"
+    ) -> None:
+        """A channel in inputdataconfig.json; `record_wrapping=None` leaves RecordWrapperType
+        out, as a config written by hand may."""
         self.input_data_config[name] = {
             "TrainingInputMode": mode,
             "S3DistributionType": "FullyReplicated",
-            "RecordWrapperType": "None",
         }
+        if record_wrapping is not None:
+            self.input_data_config[name]["RecordWrapperType"] = record_wrapping
         (self.config_dir / "inputdataconfig.json").write_text(json.dumps(self.input_data_config))
 
     def feed(self, channel: str, epoch: int, data: bytes | Path) -> Path:

@@ -204,6 +204,81 @@ def test_an_object_holding_the_magic_word_is_still_one_record(tmp_path: Path, st
     assert epoch_bytes(result) == rec(tricky)
 
 
+# -- the readers, in a script the runner runs ---------------------------------------------------
+
+READER_NAMES = ["image-ref", "class", "name"]
+
+# Reads two epochs with pipemode's framework-free reader, or its torch dataset, and records each
+# line's attributes (hex, for JSON).
+_READ_LINES = """
+import pipemode
+names = json.loads(os.environ["NAMES"])
+if os.environ["READER"] == "torch":
+    import pipemode.torch
+    dataset = pipemode.torch.PipeModeDataset("train", attribute_names=names)
+    epochs = [list(dataset) for _ in range(2)]  # each iteration reads the next epoch
+else:
+    channel = pipemode.PipeModeChannel("train", attribute_names=names)
+    epochs = [list(channel.next_epoch()) for _ in range(2)]
+record("lines.json", [[{k: v.hex() for k, v in line.items()} for line in e] for e in epochs])
+"""
+
+
+def _reader_manifest(store: Store) -> tuple[str, list[dict[str, str]]]:
+    """A manifest of objects of several sizes (one empty) and labels, and each line's
+    attributes as the script records them, taken from the manifest's values here."""
+    sizes = [0, 1, 3, 4, 5, 1000, 70_000] + [17 * i for i in range(1, 19)]
+    objects = [os.urandom(size) for size in sizes]
+    lines: list[str | dict[str, Any]] = []
+    for i, data in enumerate(objects):
+        line = {"name": f"line {i}", "image-ref": store.put(f"img/{i}.bin", data), "class": i % 4}
+        lines.append(line if i % 2 else dict(reversed(line.items())))  # the JSON's order varies
+    expected = [
+        {"image-ref": data, "class": b"%d" % (i % 4), "name": f"line {i}".encode()}
+        for i, data in enumerate(objects)
+    ]
+    return store.manifest(lines), [{k: v.hex() for k, v in line.items()} for line in expected]
+
+
+@pytest.mark.parametrize("reader", ["channel", pytest.param("torch", marks=pytest.mark.torch)])
+def test_a_script_reads_each_line_whole_with_attribute_names(tmp_path: Path, reader: str) -> None:
+    if reader == "torch":
+        pytest.importorskip("torch")
+    source, expected = _reader_manifest(Store(tmp_path))
+    channel = manifest_channel(source, READER_NAMES, record_wrapping="RecordIO")
+    environment = {"READER": reader, "NAMES": json.dumps(READER_NAMES)}
+    result = run(tmp_path, script(tmp_path, _READ_LINES), [channel], environment=environment)
+    assert result.exit_code == 0, result.failure
+    assert recorded(result.job_dir, "lines.json") == [expected, expected]
+
+
+def test_an_estimator_fit_on_an_augmented_manifest_hands_the_script_whole_lines(
+    tmp_path: Path,
+) -> None:
+    from pipemode.runner import Estimator, ShuffleConfig, TrainingInput
+
+    source, expected = _reader_manifest(Store(tmp_path))
+    estimator = Estimator(
+        script(tmp_path, _READ_LINES),
+        output_path=tmp_path / "out",
+        environment={"READER": "channel", "NAMES": json.dumps(READER_NAMES)},
+    )
+    train = TrainingInput(
+        source,
+        s3_data_type="AugmentedManifestFile",
+        attribute_names=READER_NAMES,
+        record_wrapping="RecordIO",
+        shuffle_config=ShuffleConfig(seed=11),
+    )
+    result = estimator.fit({"train": train}, job_name="manifest")
+    epochs = recorded(result.job_dir, "lines.json")
+    # Shuffled lines, each line's attributes still together.
+    key = json.dumps
+    for epoch in epochs:
+        assert sorted(epoch, key=key) == sorted(expected, key=key)
+    assert epochs[0] != expected and epochs[0] != epochs[1]
+
+
 # -- order: shuffle and shards ---------------------------------------------------------------
 
 
@@ -336,6 +411,7 @@ def _served(tmp_path: Path, text: str, names: list[str], **options: Any) -> byte
     [
         ('{"a": 1, "b-ref": "x"}\n\n[1, 2]\n', r"line 3 is a JSON list, not an object"),
         ('{"a": NaN}\n', r"line 1 is not JSON \(NaN is not JSON\)"),
+        ('{"a": "x", "c": [1, -Infinity]}\n', r"line 1 is not JSON \(-Infinity is not JSON\)"),
         ('{"a": "x", "b-ref": 7}\n', r"line 1, attribute 'b-ref': a -ref attribute holds"),
         ('{"a": "\\ud800", "b-ref": "x"}\n', r"line 1, attribute 'a': .* not valid Unicode"),
         ('{"a": "x", "b-ref": "s3://bucket"}\n', r"'s3://bucket' names no bucket and key"),
@@ -352,6 +428,45 @@ def test_values_stream_as_their_text_without_a_runner(tmp_path: Path) -> None:
     text = '{"s": "\\u00e9\\n", "n": 1.0E+2, "o": {"k": [1, {"z": "\\""}]}, "e": ""}\n'
     served = _served(tmp_path, text, ["s", "n", "o", "e"], record_wrapping="RecordIO")
     assert records(served) == ["é\n".encode(), b"1.0E+2", b'{"k":[1,{"z":"\\""}]}', b""]
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        # A key given twice: its last value, in a line and in an object (at the key's first place).
+        ('{"a": 1, "a": 2}', b"2"),
+        ('{"a": {"k": 1, "j": 2, "k": 3}}', b'{"k":3,"j":2}'),
+        # Inside an object, strings (keys too) are escaped as JSON needs: quote, backslash and
+        # U+0000-U+001F; DEL, U+2028 and the rest as UTF-8; "\/" is "/".
+        (
+            r'{"a": {"k\u0007": "\t\u0001\u007f\u2028\/\"\\"}}',
+            '{"k\\u0007":"\\t\\u0001\x7f\u2028/\\"\\\\"}'.encode(),
+        ),
+        # A string attribute streams its characters, control characters unescaped.
+        (r'{"a": "\t\u0001"}', b"\t\x01"),
+    ],
+)
+def test_duplicate_keys_and_control_characters(tmp_path: Path, line: str, want: bytes) -> None:
+    assert _served(tmp_path, line + "\n", ["a"]) == want
+
+
+@pytest.mark.parametrize("head_bytes", [1 << 20, 100])  # held whole; streamed (size from fstat)
+def test_a_wrapped_object_over_the_record_limit_fails_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head_bytes: int
+) -> None:
+    from pipemode.runner import manifest
+
+    assert manifest._MAX_RECORD == (1 << 29) - 1  # RecordIO's 29-bit length, as documented
+    monkeypatch.setattr(manifest, "_MAX_RECORD", 1000)
+    monkeypatch.setattr(manifest, "HEAD_BYTES", head_bytes)
+    (tmp_path / "fits").write_bytes(b"f" * 1000)
+    (tmp_path / "big").write_bytes(b"b" * 1001)
+    fits, big = '{"a-ref": "fits"}\n', '{"a-ref": "big"}\n'
+    assert _served(tmp_path, fits, ["a-ref"], record_wrapping="RecordIO") == rec(b"f" * 1000)
+    too_big = r"line 2, attribute 'a-ref': 1001 bytes do not fit one RecordIO record \(at most 1000"
+    with pytest.raises(manifest.ManifestError, match=too_big):
+        _served(tmp_path, fits + big, ["a-ref"], record_wrapping="RecordIO")
+    assert _served(tmp_path, fits + big, ["a-ref"]) == b"f" * 1000 + b"b" * 1001  # unwrapped
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def flat(manifest_lines: list[dict[str, bytes]]) -> list[bytes]:
 
 
 def test_a_channel_yields_each_line_as_a_dict(pipe_job):
-    pipe_job.add_channel("train")
+    pipe_job.add_channel("train", record_wrapping="RecordIO")
     # 2,500 lines cross several reader batches, and lines straddle batch boundaries.
     want = lines(2500)
     pipe_job.feed("train", 0, recordio(flat(want)))
@@ -40,7 +40,7 @@ def test_a_channel_yields_each_line_as_a_dict(pipe_job):
 
 
 def test_a_partial_line_is_an_error_naming_channel_and_epoch(pipe_job):
-    pipe_job.add_channel("train")
+    pipe_job.add_channel("train", record_wrapping="RecordIO")
     records = flat(lines(3))[:-1]
     stream = recordio(records)
     fifo = pipe_job.feed("train", 0, stream)
@@ -57,6 +57,28 @@ def test_a_partial_line_is_an_error_naming_channel_and_epoch(pipe_job):
     assert raised.value.offset == len(stream)
 
 
+def test_attribute_names_on_a_channel_without_recordio_wrapping_are_refused(pipe_job):
+    pipe_job.add_channel("train", record_wrapping="None")  # as SageMaker writes it
+    with pytest.raises(
+        PipeModeDatasetException,
+        match=r"Channel train has RecordWrapperType None .*needs RecordWrapperType: RecordIO",
+    ):
+        PipeModeChannel("train", attribute_names=NAMES, **pipe_job.dirs())
+    PipeModeChannel("train", **pipe_job.dirs())  # without attribute_names, any wrapping
+
+
+UNWRAPPED_HINT = r"attribute_names needs the channel's RecordWrapperType: RecordIO"
+
+
+def test_an_unwrapped_stream_says_attribute_names_need_recordio(pipe_job):
+    pipe_job.add_channel("train", record_wrapping=None)  # the config does not say
+    fifo = pipe_job.feed("train", 0, b"".join(flat(lines(3))))  # the values one after another
+    channel = PipeModeChannel("train", attribute_names=NAMES, **pipe_job.dirs())
+    with pytest.raises(CorruptRecordError, match=r"bad magic .*; " + UNWRAPPED_HINT) as raised:
+        list(channel.next_epoch())
+    assert str(fifo) in raised.value.path and raised.value.offset == 0
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -69,7 +91,7 @@ def test_a_partial_line_is_an_error_naming_channel_and_epoch(pipe_job):
     ],
 )
 def test_bad_attribute_names_are_refused_at_construction(pipe_job, options, message):
-    pipe_job.add_channel("train")
+    pipe_job.add_channel("train", record_wrapping="RecordIO")
     with pytest.raises(PipeModeDatasetException, match=message):
         PipeModeChannel("train", **options, **pipe_job.dirs())
 
@@ -79,7 +101,7 @@ def test_pipe_mode_dataset_yields_one_dict_of_strings_per_line(pipe_job):
     tf = pytest.importorskip("tensorflow")
     from pipemode import PipeModeDataset
 
-    pipe_job.add_channel("train")
+    pipe_job.add_channel("train", record_wrapping="RecordIO")
     want = lines(1500)
     for epoch in range(2):
         pipe_job.feed("train", epoch, recordio(flat(want)))
@@ -95,7 +117,7 @@ def test_pipe_mode_dataset_fails_on_a_partial_line(pipe_job):
     tf = pytest.importorskip("tensorflow")
     from pipemode import PipeModeDataset
 
-    pipe_job.add_channel("train")
+    pipe_job.add_channel("train", record_wrapping="RecordIO")
     pipe_job.feed("train", 0, recordio(flat(lines(4))[:-1]))
     dataset = PipeModeDataset("train", attribute_names=NAMES, **pipe_job.dirs())
     got = []
@@ -106,11 +128,23 @@ def test_pipe_mode_dataset_fails_on_a_partial_line(pipe_job):
 
 
 @pytest.mark.tf
+def test_pipe_mode_dataset_says_attribute_names_need_recordio(pipe_job):
+    tf = pytest.importorskip("tensorflow")
+    from pipemode import PipeModeDataset
+
+    pipe_job.add_channel("train", record_wrapping=None)
+    pipe_job.feed("train", 0, b"".join(flat(lines(3))))
+    dataset = PipeModeDataset("train", attribute_names=NAMES, **pipe_job.dirs())
+    with pytest.raises(tf.errors.OpError, match=UNWRAPPED_HINT):
+        list(dataset)
+
+
+@pytest.mark.tf
 def test_attribute_names_do_not_go_with_features(pipe_job):
     tf = pytest.importorskip("tensorflow")
     from pipemode import PipeModeDataset
 
-    pipe_job.add_channel("train")
+    pipe_job.add_channel("train", record_wrapping="RecordIO")
     with pytest.raises(PipeModeDatasetException, match="features"):
         PipeModeDataset(
             "train",

@@ -53,11 +53,11 @@ class Sandbox:
     def base(self) -> Path:
         return self.folder / "opt_ml"
 
-    def pipe_channel(self, name: str) -> None:
+    def pipe_channel(self, name: str, record_wrapping: str = "None") -> None:
         self.channels[name] = {
             "TrainingInputMode": "Pipe",
             "S3DistributionType": "FullyReplicated",
-            "RecordWrapperType": "None",
+            "RecordWrapperType": record_wrapping,
         }
         config = self.base / "input" / "config" / "inputdataconfig.json"
         config.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def setup_torch(box: Sandbox) -> Setup:
 
 def setup_manifest(box: Sandbox) -> Setup:
     tf = pytest.importorskip("tensorflow")
-    box.pipe_channel("train")
+    box.pipe_channel("train", record_wrapping="RecordIO")
     pixels = np.full((4, 6, 3), 200, dtype=np.uint8)
     jpeg = tf.io.encode_jpeg(pixels).numpy()
     # Three lines, as the runner frames an augmented manifest: one record per attribute.

@@ -307,10 +307,24 @@ def test_a_partial_manifest_line_is_an_error_not_a_misaligned_line(
     job.serve("train", [records])
     dataset = PipeModeDataset("train", attribute_names=NAMES, batch_size=1, **job.dirs())
     seen: list[dict[str, bytes]] = []
-    with pytest.raises(CorruptRecordError, match=r"'train'.*do not make whole lines"):
+    with pytest.raises(
+        CorruptRecordError, match=r"channel 'train' epoch 0: .*do not make whole lines"
+    ):
         for line in DataLoader(dataset, batch_size=None, num_workers=workers):
             seen.append(line)
     assert seen == as_lines(records[:-1])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unwrapped_manifest_stream_says_attribute_names_need_recordio(
+    job: ServedJob, workers: int
+) -> None:
+    job.serve("train", {"values": b"".join(manifest_records(4))})  # no RecordIO framing
+    dataset = PipeModeDataset("train", attribute_names=NAMES, batch_size=1, **job.dirs())
+    with pytest.raises(
+        CorruptRecordError, match=r"bad magic .*needs the channel's RecordWrapperType: RecordIO"
+    ):
+        list(DataLoader(dataset, batch_size=None, num_workers=workers))
 
 
 def test_attribute_names_do_not_go_with_features(job: ServedJob) -> None:

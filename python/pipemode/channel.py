@@ -104,7 +104,10 @@ class PipeModeChannel:
     `attribute_names`, for a channel fed from an augmented manifest with RecordIO wrapping (one
     record per attribute): the names of `AttributeNames`, in order. Each epoch then yields one
     `{name: bytes}` dict per manifest line, and an epoch whose record count does not divide
-    into whole lines is a `CorruptRecordError` naming the channel and epoch.
+    into whole lines is a `CorruptRecordError` naming the channel and epoch. Without RecordIO
+    wrapping the attributes' bytes follow one another and cannot be told apart: a channel whose
+    `RecordWrapperType` in inputdataconfig.json is not `RecordIO` is refused here, and where the
+    config does not say, a framing error says that `attribute_names` needs it.
     """
 
     def __init__(
@@ -142,6 +145,8 @@ class PipeModeChannel:
                 f"Invalid record format: {record_format} (expected one of {expected})"
             )
         self.attribute_names = _checked_attribute_names(attribute_names, record_format)
+        if self.attribute_names:
+            _check_record_wrapping(self.input_data_config, channel)
         self.check_reader_options()
         self._start_counter()
 
@@ -224,6 +229,23 @@ class PipeModeChannel:
         else:
             reader = self.open_dense_reader(unclaimed, spec, batch_size=batch_size)
         reader.close()
+
+    def read_batches(self, reader: RecordReader) -> Iterator[RecordBatch]:
+        """`reader.batches()`; with `attribute_names`, a framing error also says that they need
+        RecordIO wrapping (an unwrapped stream fails there, at its first bytes)."""
+        if not self.attribute_names:
+            yield from reader.batches()
+            return
+        try:
+            yield from reader.batches()
+        except CorruptRecordError as error:
+            raise CorruptRecordError(
+                f"{error}; attribute_names needs the channel's RecordWrapperType: RecordIO (one "
+                "record per attribute): without it the attributes' bytes follow one another and "
+                "cannot be split into lines",
+                error.path,
+                error.offset,
+            ) from None
 
     def _reader_options(self, epoch: Epoch) -> dict[str, Any]:
         return {
@@ -320,7 +342,7 @@ class ChannelEpoch:
         self.epoch = self.channel.claim_next_epoch()
         reader = self.channel.open_reader(self.epoch, self.batch_size)
         try:
-            yield from reader.batches()
+            yield from self.channel.read_batches(reader)
         finally:
             self.records_read, self.bytes_read = reader.records_read, reader.bytes_read
             reader.close()
@@ -377,6 +399,19 @@ def _checked_attribute_names(
             f"(RecordWrapperType=RecordIO) keeps each attribute apart, not {record_format!r}"
         )
     return tuple(names)
+
+
+def _check_record_wrapping(input_data_config: dict[str, dict[str, str]], channel: str) -> None:
+    # SageMaker writes RecordWrapperType ("None" or "RecordIO") for every channel, and so does
+    # the runner; a config without it (written by hand) leaves the check to the framing error.
+    wrapping = input_data_config[channel].get("RecordWrapperType")
+    if wrapping is not None and wrapping.lower() != "recordio":
+        raise PipeModeDatasetException(
+            f"Channel {channel} has RecordWrapperType {wrapping} in inputdataconfig.json: "
+            "attribute_names needs RecordWrapperType: RecordIO (one record per attribute; "
+            'TrainingInput(..., record_wrapping="RecordIO")): without it the attributes\' '
+            "bytes follow one another and cannot be told apart"
+        )
 
 
 def _read_input_data_config(config_dir: Path) -> dict[str, dict[str, str]]:

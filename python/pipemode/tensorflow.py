@@ -178,7 +178,7 @@ def _raw_records(channel: PipeModeChannel, meter: Callable[[str], Any]) -> tf.da
         epoch = channel.claim_next_epoch()
         reader = channel.open_reader(epoch, RAW_BATCH_RECORDS, RAW_BATCH_BYTES)
         try:
-            for batch in meter(channel.describe(epoch)).watch(reader, reader.batches()):
+            for batch in meter(channel.describe(epoch)).watch(reader, channel.read_batches(reader)):
                 yield raw_batch_tensor(batch)
             # With attribute_names: raised before a partial line could make an element (the
             # lines' batch drops remainders).

@@ -44,7 +44,7 @@ from pipemode._native import ExampleSpec
 from pipemode.channel import Epoch, PipeModeChannel, whole_lines
 from pipemode.decode import DEFAULT_DENSE_BATCH_SIZE, FeatureColumn, feature_columns
 from pipemode.errors import PipeModeDatasetException
-from pipemode.reader import RecordReader
+from pipemode.reader import RecordBatch, RecordReader
 from pipemode.reader_base import DEFAULT_OPEN_TIMEOUT, PathLike
 
 __all__ = ["PipeModeDataset", "to_tensors"]
@@ -179,7 +179,7 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
             with self.pipe_channel.open_reader(epoch) as reader:
                 names = self.pipe_channel.attribute_names
                 if names:
-                    yield from whole_lines(reader.batches(), names)
+                    yield from whole_lines(self.pipe_channel.read_batches(reader), names)
                     self._check_whole_lines(reader, epoch)
                     return
                 for batch in reader.batches():
@@ -201,10 +201,11 @@ class PipeModeDataset(IterableDataset):  # type: ignore[type-arg]
             with self.pipe_channel.open_reader(epoch) as raw:
                 names = self.pipe_channel.attribute_names
                 if not names:
-                    yield from _record_runs(raw, self.batch_size)
+                    yield from _record_runs(raw.batches(), self.batch_size)
                     return
                 # Runs of whole lines, so that no line is split between two workers.
-                for run in _record_runs(raw, self.batch_size * len(names)):
+                batches = self.pipe_channel.read_batches(raw)
+                for run in _record_runs(batches, self.batch_size * len(names)):
                     yield _lines_of(run, names)
                 self._check_whole_lines(raw, epoch)
 
@@ -253,10 +254,10 @@ def _lines_of(records: list[bytes], names: Sequence[str]) -> list[dict[str, byte
     ]
 
 
-def _record_runs(reader: RecordReader, size: int) -> Iterator[list[bytes]]:
-    """The reader's records in lists of `size` (the last may be shorter), across its batches."""
+def _record_runs(batches: Iterable[RecordBatch], size: int) -> Iterator[list[bytes]]:
+    """A reader's records in lists of `size` (the last may be shorter), across its batches."""
     pending: list[bytes] = []
-    for batch in reader.batches():
+    for batch in batches:
         records = batch.to_list()
         start = min(size - len(pending), len(records)) if pending else 0
         if pending:

@@ -1,4 +1,4 @@
-"""Augmented manifests (`S3DataType: AugmentedManifestFile`): each line's attributes, streamed.
+r"""Augmented manifests (`S3DataType: AugmentedManifestFile`): each line's attributes, streamed.
 
 An augmented manifest is JSON Lines. For each line, in manifest order (shuffled per epoch with
 ShuffleConfig), the attributes named by `AttributeNames` are streamed in that order:
@@ -10,10 +10,20 @@ ShuffleConfig), the attributes named by `AttributeNames` are streamed in that or
   a string is its UTF-8 text without quotes (`"class": "0"` streams `0`); a number its text as
   written in the manifest (`1.50` stays `1.50`); `true`, `false` and `null` those words; an
   object or array compact JSON (no spaces, keys in the manifest's order, non-ASCII characters as
-  UTF-8, numbers as written).
+  UTF-8, numbers as written). A string attribute streams its characters as they are, control
+  characters included; inside an object or array, strings and keys are escaped again as JSON
+  needs, as Python's `json` writes them: `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f` and `\u00XX` for
+  the other characters below U+0020, everything else (DEL, U+2028, non-ASCII) as UTF-8, so an
+  escape may not be spelled as in the manifest (`\u0009` becomes `\t`, `\/` becomes `/`).
+- a key given twice, in a line or in an object, counts once with its last value (an object's
+  text keeps the key at its first place: `{"k": 1, "j": 2, "k": 3}` streams `{"k":3,"j":2}`).
+- NaN, Infinity and -Infinity, which Python's `json` accepts, are not JSON: a line holding one,
+  anywhere, fails as a line that is not JSON.
 
 With `RecordWrapperType: RecordIO` each attribute is one RecordIO record; without, the values
-follow one another with nothing between them, as on SageMaker.
+follow one another with nothing between them, as on SageMaker. A record's length has 29 bits,
+so a wrapped object holds at most `_MAX_RECORD` (2**29 - 1 bytes, 512 MiB less one byte): a
+larger one fails its line, before any of its bytes are written. Unwrapped objects have no limit.
 
 Memory stays bounded whatever the manifest's length and the objects' sizes: the manifest is
 indexed (three integers a line) from a local copy (an S3 manifest is copied to an anonymous
