@@ -102,6 +102,7 @@ bench: install ## The benchmarks of benches/ (figures in benches/README.md)
 	$(PYTHON) benches/bench_torch.py
 	$(PYTHON) benches/bench_runner.py
 	$(PYTHON) benches/bench_s3.py
+	$(PYTHON) benches/bench_distributed.py
 
 demo: $(PYTHON) ## Install with TensorFlow and run the tutorial end to end (`pipemode demo`)
 	$(PIP) install --quiet ".[tensorflow]"
