@@ -285,16 +285,20 @@ def test_cli_refuses_a_distribution_it_does_not_run(
     assert "'mpi' is not supported by the local runner" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--channel", "--input-data-config"])
 def test_a_channel_written_after_the_script_is_an_error_when_the_job_has_none(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
 ) -> None:
     data = folder_of_files(tmp_path / "data", {"a": b"x"})
+    config = tmp_path / "channels.json"
+    config.write_text(json.dumps({"train": {"S3Uri": str(data)}}))
+    value = {"--channel": f"train={data}", "--input-data-config": str(config)}[option]
     entry = script(tmp_path, "record('ran.json', True)\n")
     out = tmp_path / "out"
     args = ["train", "--output-path", str(out), "--job-name", "j", str(entry)]
-    assert main([*args, "--channel", f"train={data}"]) == 2
+    assert main([*args, option, value]) == 2
     err = capsys.readouterr().err
-    assert "the job has no channels: --channel after the entry point" in err
+    assert f"the job has no channels: {option} after the entry point" in err
     assert "write runner options before ENTRY_POINT" in err
     assert not (out / "j").exists()
 
