@@ -15,17 +15,19 @@ from typing import Any
 
 from pipemode.runner import Channel, JobResult, TrainingJob
 
-# Every script gets these helpers: read epoch N of a channel, and record what it saw. Like a
-# Pipe Mode reader, read_epoch waits for the next epoch's FIFO, which may not exist yet.
+# Every script gets these helpers: open or read epoch N of a channel, and record what it saw.
+# Like a Pipe Mode reader, open_epoch waits for the next epoch's FIFO, which may not exist yet.
 _PRELUDE = """
 import json, os, sys, time
 DATA = os.path.join(os.environ["SM_INPUT_DIR"], "data")
-def read_epoch(channel, epoch, limit=-1):
+def open_epoch(channel, epoch):
     path = os.path.join(DATA, f"{channel}_{epoch}")
     deadline = time.monotonic() + 10
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.001)
-    with open(path, "rb") as f:
+    return open(path, "rb")
+def read_epoch(channel, epoch, limit=-1):
+    with open_epoch(channel, epoch) as f:
         return f.read(limit)
 def record(name, value):
     with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], name), "w") as f:

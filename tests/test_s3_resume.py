@@ -397,10 +397,7 @@ def test_a_manifest_of_100000_objects_is_served_with_bounded_fetch_ahead(
     entry = script(
         tmp_path,
         f"""
-        path = os.path.join(DATA, "train_0")
-        while not os.path.exists(path):
-            time.sleep(0.001)
-        with open(path, "rb") as fifo:
+        with open_epoch("train", 0) as fifo:
             first = fifo.read(1 << 20)
             time.sleep(1)
             with open({str(tmp_path / "go")!r}, "w"):
@@ -436,10 +433,7 @@ def test_a_local_file_that_shrinks_while_streamed_fails_the_job(tmp_path: Path) 
     entry = script(
         tmp_path,
         f"""
-        path = os.path.join(DATA, "train_0")
-        while not os.path.exists(path):
-            time.sleep(0.001)
-        with open(path, "rb") as fifo:
+        with open_epoch("train", 0) as fifo:
             first = fifo.read(1 << 20)
             os.truncate({str(data / "big")!r}, 2 << 20)
             rest = fifo.read()
@@ -462,10 +456,7 @@ def test_a_local_gzip_file_that_shrinks_while_streamed_fails_the_job(tmp_path: P
     entry = script(
         tmp_path,
         f"""
-        path = os.path.join(DATA, "train_0")
-        while not os.path.exists(path):
-            time.sleep(0.001)
-        with open(path, "rb") as fifo:
+        with open_epoch("train", 0) as fifo:
             first = fifo.read(1 << 20)  # the feeder has read a few MiB at most
             os.truncate({str(data / "big.gz")!r}, {len(first_member)})
             rest = fifo.read()
