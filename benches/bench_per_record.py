@@ -11,6 +11,8 @@ is the tutorial's `parse_single_example` + `decode_raw` (or, with `--map length`
   incumbent (FIFO)     sagemaker_tensorflow.PipeModeDataset on the same kind of FIFO, when it is
                        importable in this Python (TF 2.14: see benches/README.md)
   TFRecordDataset      tf.data.TFRecordDataset over a regular (page-cached) file
+  from_generator floor `from_generator` + `unbatch` over the arrays pipemode would yield, made
+                       before the clock: the design's floor, what no reading costs
 
 Each row runs in a child process of its own, so that no thread of one row lingers into the next
 and each row's CPU is its own process's (`time.process_time()`: TF's threads and the reader
@@ -38,11 +40,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 WARM_UP_RECORDS = 2000
-ROWS = ("pipemode (FIFO)", "incumbent (FIFO)", "TFRecordDataset (file)")
+ROWS = ("pipemode (FIFO)", "incumbent (FIFO)", "TFRecordDataset (file)", "from_generator floor")
+# Rows that read no FIFO.
+IN_PROCESS = ("TFRecordDataset (file)", "from_generator floor")
 
 
 def make_streams(folder: Path, count: int) -> None:
@@ -68,7 +73,7 @@ def run_row(row: str, folder: Path, map_fn: str) -> dict[str, float]:
         json.dumps({"train": {"TrainingInputMode": "Pipe"}})
     )
     writers = []
-    if row != "TFRecordDataset (file)":
+    if row not in IN_PROCESS:
         for epoch, source in enumerate(("warm.recordio", "stream.recordio")):
             fifo = job / f"train_{epoch}"
             os.mkfifo(fifo)
@@ -85,6 +90,20 @@ def run_row(row: str, folder: Path, map_fn: str) -> dict[str, float]:
             writer.kill()
             writer.wait()
         shutil.rmtree(job)
+
+
+def generator_floor(path: str) -> Any:
+    """What pipemode's raw path costs TF without reading anything: `from_generator` + `unbatch`
+    over the very arrays pipemode yields (`raw_batch_tensor`), all read before the clock."""
+    import tensorflow as tf
+    from pipemode import RecordReader
+    from pipemode.tensorflow import RAW_BATCH_BYTES, RAW_BATCH_RECORDS, raw_batch_tensor
+
+    options = {"batch_size": RAW_BATCH_RECORDS, "max_batch_bytes": RAW_BATCH_BYTES}
+    with RecordReader(path, "TFRecord", **options) as reader:
+        ready = [raw_batch_tensor(batch) for batch in reader.batches()]
+    signature = tf.TensorSpec((None,), tf.string)
+    return tf.data.Dataset.from_generator(lambda: iter(ready), output_signature=signature).unbatch()
 
 
 def child(row: str, job: str, folder: str, map_fn: str) -> None:
@@ -111,6 +130,8 @@ def child(row: str, job: str, folder: str, map_fn: str) -> None:
     def tutorial(stream: str) -> tf.data.Dataset:
         if row == "TFRecordDataset (file)":
             source = tf.data.TFRecordDataset(f"{folder}/{stream}.tfrecord")
+        elif row == "from_generator floor":
+            source = generator_floor(f"{folder}/{stream}.tfrecord")
         else:
             source = PipeModeDataset("train", **dirs)
         fn = parse if map_fn == "parse" else length
